@@ -1,0 +1,197 @@
+//! The BPF side from user space: configure, load and attach the program, read its ring buffer
+//! and its loss counters.
+
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
+
+use crate::config::Filters;
+use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
+
+/// libbpf's warnings, kept to explain a failure when -v was not given.
+static LIBBPF_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn keep_warning(level: PrintLevel, msg: String) {
+    if level == PrintLevel::Warn {
+        if let Ok(mut warnings) = LIBBPF_WARNINGS.lock() {
+            warnings.push(msg.trim_end().to_string());
+        }
+    }
+}
+
+fn print_everything(_level: PrintLevel, msg: String) {
+    eprint!("{msg}");
+}
+
+/// The last thing libbpf warned about, to append to an error.
+fn last_libbpf_warning() -> String {
+    LIBBPF_WARNINGS
+        .lock()
+        .ok()
+        .and_then(|w| w.last().cloned())
+        .map(|w| format!(" (libbpf: {w}; run with -v for details)"))
+        .unwrap_or_default()
+}
+
+/// Why the kernel skipped program runs, per program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecursionMisses {
+    /// State changes the program did not see: lost transitions.
+    pub set_state: u64,
+    /// Timer and free events it did not see: possibly lost TIME_WAIT transitions.
+    pub timewait: u64,
+}
+
+/// The loaded and attached program.
+pub struct Tracer<'obj> {
+    skel: TcpstatesSkel<'obj>,
+}
+
+impl<'obj> Tracer<'obj> {
+    /// Sets the filters, loads the program into the kernel and attaches every hook.
+    pub fn load(
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        filters: &Filters,
+        ring_size: u32,
+        verbose: bool,
+    ) -> Result<Tracer<'obj>> {
+        libbpf_rs::set_print(Some(if verbose {
+            (
+                PrintLevel::Debug,
+                print_everything as fn(PrintLevel, String),
+            )
+        } else {
+            (PrintLevel::Warn, keep_warning as fn(PrintLevel, String))
+        }));
+
+        let mut open = TcpstatesSkelBuilder::default()
+            .open(storage)
+            .with_context(|| format!("opening the BPF object failed{}", last_libbpf_warning()))?;
+        let rodata = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .context("the BPF object has no read-only data")?;
+        rodata.filter_family = filters.family.map_or(0, |f| f.af());
+        rodata.filter_lports = !filters.local_ports.is_empty();
+        rodata.filter_rports = !filters.remote_ports.is_empty();
+        rodata.filter_pid = filters.pid.unwrap_or(0);
+        if let Some(comm) = &filters.comm {
+            rodata.filter_comm_on = true;
+            for (dst, src) in rodata.filter_comm.iter_mut().zip(comm) {
+                *dst = *src as i8;
+            }
+        }
+        rodata.filter_cgroup = filters.cgroup.unwrap_or(0);
+        rodata.filter_netns = filters.netns.unwrap_or(0);
+        rodata.filter_states = filters.state_mask;
+        // Wake the reader early only when the ring is an eighth full; otherwise it polls on a timer.
+        rodata.wakeup_bytes = u64::from(ring_size / 8);
+        open.maps
+            .events
+            .set_max_entries(ring_size)
+            .context("sizing the ring buffer")?;
+
+        let mut skel = open.load().map_err(|err| {
+            anyhow!(
+                "loading the BPF program into the kernel failed: {err}{}",
+                last_libbpf_warning()
+            )
+        })?;
+
+        for (map, ports) in [
+            (&skel.maps.lports, &filters.local_ports),
+            (&skel.maps.rports, &filters.remote_ports),
+        ] {
+            for port in ports {
+                map.update(&port.to_ne_bytes(), &[1], MapFlags::ANY)
+                    .context("setting the port filter")?;
+            }
+        }
+
+        let set_state = skel
+            .progs
+            .on_set_state
+            .attach()
+            .map_err(attach_failed("inet_sock_set_state"))?;
+        let timer_start = skel
+            .progs
+            .on_timer_start
+            .attach()
+            .map_err(attach_failed("timer_start"))?;
+        let cache_free = skel
+            .progs
+            .on_cache_free
+            .attach()
+            .map_err(attach_failed("kmem_cache_free"))?;
+        skel.links.on_set_state = Some(set_state);
+        skel.links.on_timer_start = Some(timer_start);
+        skel.links.on_cache_free = Some(cache_free);
+        Ok(Tracer { skel })
+    }
+
+    /// A ring buffer reader that hands every record to `callback`.
+    pub fn ring_buffer<'a, F>(&'a self, callback: F) -> Result<RingBuffer<'a>>
+    where
+        F: FnMut(&[u8]) -> i32 + 'a,
+    {
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.skel.maps.events, callback)
+            .context("opening the ring buffer")?;
+        builder.build().context("opening the ring buffer")
+    }
+
+    /// Records the kernel could not reserve in the ring buffer since load, over all CPUs.
+    pub fn ring_buffer_drops(&self) -> Result<u64> {
+        let per_cpu = self
+            .skel
+            .maps
+            .lost
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .context("reading the lost-event counter")?
+            .unwrap_or_default();
+        Ok(per_cpu
+            .iter()
+            .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+            .map(u64::from_ne_bytes)
+            .sum())
+    }
+
+    /// Runs of each program that the kernel skipped because it was already running on that CPU.
+    pub fn recursion_misses(&self) -> RecursionMisses {
+        let progs = &self.skel.progs;
+        RecursionMisses {
+            set_state: prog_recursion_misses(progs.on_set_state.as_fd()),
+            timewait: prog_recursion_misses(progs.on_timer_start.as_fd())
+                + prog_recursion_misses(progs.on_cache_free.as_fd()),
+        }
+    }
+}
+
+fn attach_failed(hook: &'static str) -> impl Fn(libbpf_rs::Error) -> anyhow::Error {
+    move |err| {
+        anyhow!(
+            "attaching to the BTF tracepoint {hook} failed: {err}{}",
+            last_libbpf_warning()
+        )
+    }
+}
+
+fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of_val(&info) as u32;
+    // SAFETY: `info` is a valid bpf_prog_info of `len` bytes; the kernel fills at most `len` bytes.
+    let ret = unsafe {
+        libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
+    };
+    if ret == 0 {
+        info.recursion_misses
+    } else {
+        0
+    }
+}

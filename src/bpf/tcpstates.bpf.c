@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
+/*
+ * Kernel side of tcpstates: report every TCP state transition with the socket's owner.
+ *
+ * Hooks are BTF tracepoints only (no tracefs, kprobes or fentry):
+ *   inet_sock_set_state  every state change of a full socket
+ *   timer_start          a timewait socket arming its timer = TIME_WAIT takes over
+ *   kmem_cache_free      a timewait socket freed = TIME_WAIT ends (expired or killed)
+ * The program collects; user space decodes, times and formats.
+ */
+#include "vmlinux_core.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "tcpstates.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Unused; makes the skeleton generate types::event for the Rust side. */
+struct event event_layout = {};
+
+/* Filters, set by user space before load; zero means off. */
+const volatile __u16 filter_family = 0;
+const volatile bool filter_lports = false;
+const volatile bool filter_rports = false;
+const volatile __u32 filter_pid = 0;
+const volatile bool filter_comm_on = false;
+const volatile char filter_comm[TASK_COMM_LEN] = {};
+const volatile __u64 filter_cgroup = 0;
+const volatile __u32 filter_netns = 0;
+const volatile __u32 filter_states = 0; /* bit (1 << state) */
+/* Wake the consumer only once this much data waits; it also polls on a timer. */
+const volatile __u64 wakeup_bytes = 0;
+
+/*
+ * Learned at run time. kallsyms gives tw_timer_handler's address to root, but shows zeros to a
+ * process with only CAP_BPF + CAP_PERFMON, so the first TIME_WAIT takeover also teaches it.
+ */
+__u64 tw_timer_fn = 0;
+__u64 tw_slab[2] = {};
+extern const void tw_timer_handler __ksym __weak;
+
+#define SOCK_F_CGROUP_MATCH (1 << 7) /* the socket's cgroup is inside filter_cgroup */
+/*
+ * LISTEN -> SYN_RECV fires inside inet_csk_clone_lock() before the child gets its addresses and
+ * ports, so it is reported with the child's next transition, which follows on the same CPU.
+ */
+#define SOCK_F_SYN_RECV_DEFERRED (1 << 6)
+#define MAX_CGROUP_DEPTH 32
+
+/* What is known of a socket; keyed by full socket, timewait socket or listening address. */
+struct sock_info {
+	__u64 ts_ns;  /* when it entered its current state */
+	__u64 cgroup;
+	__u64 skaddr; /* the full socket (kept for its timewait successor) */
+	__u32 pid;
+	__u8 flags; /* EVENT_F_* and SOCK_F_* */
+	__u8 pad[3];
+	char comm[TASK_COMM_LEN];
+};
+
+struct listen_key {
+	__u32 netns;
+	__u16 family;
+	__u16 port;
+	__u8 addr[16]; /* bound address; zeros for a wildcard */
+};
+
+/* A timewait socket whose timer was just armed on this CPU, waiting for its full socket. */
+struct tw_slot {
+	__u64 tw;
+	__u64 fn;
+};
+
+/* Map sizes are documented in the README and the man page. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} tws SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct listen_key);
+	__type(value, struct sock_info);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} lports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} rports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tw_slot);
+} tw_pending SEC(".maps");
+
+static __always_inline bool comm_matches(const char *comm)
+{
+	for (int i = 0; i < TASK_COMM_LEN; i++) {
+		if (comm[i] != filter_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
+static __always_inline bool owner_wanted(const struct sock_info *info)
+{
+	bool known = info->flags & EVENT_F_OWNER_KNOWN;
+
+	if (filter_pid && (!known || info->pid != filter_pid))
+		return false;
+	if (filter_comm_on && (!known || !comm_matches(info->comm)))
+		return false;
+	if (filter_cgroup && !(info->flags & SOCK_F_CGROUP_MATCH))
+		return false;
+	return true;
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&lost, &zero);
+
+	if (n)
+		*n += 1;
+}
+
+/* Filter, then write one transition to the ring buffer. skc is a full or a timewait socket. */
+static __always_inline void emit(const struct sock_common *skc, __be16 sport, __u64 skaddr,
+				 __u64 twaddr, int oldstate, int newstate, __u64 prev_ts, __u64 now,
+				 const struct sock_info *info)
+{
+	__u16 family = BPF_CORE_READ(skc, skc_family);
+	__u16 lport = bpf_ntohs(sport);
+	__u16 rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	__u32 netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	struct event *e;
+
+	if (filter_family && family != filter_family)
+		return;
+	if (filter_netns && netns != filter_netns)
+		return;
+	if (filter_states && !(filter_states & ((1u << oldstate) | (1u << newstate))))
+		return;
+	if (filter_lports && !bpf_map_lookup_elem(&lports, &lport))
+		return;
+	if (filter_rports && !bpf_map_lookup_elem(&rports, &rport))
+		return;
+	if (!owner_wanted(info))
+		return;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
+		return;
+	}
+	e->ts_ns = now;
+	e->prev_ts_ns = prev_ts;
+	e->skaddr = skaddr;
+	e->twaddr = twaddr;
+	e->cgroup = info->cgroup;
+	e->netns = netns;
+	e->pid = info->pid;
+	__builtin_memcpy(e->comm, info->comm, TASK_COMM_LEN);
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (family == AF_INET) {
+		bpf_core_read(e->saddr, 4, &skc->skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &skc->skc_daddr);
+	} else {
+		bpf_core_read(e->saddr, 16, &skc->skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &skc->skc_v6_daddr);
+	}
+	e->sport = lport;
+	e->dport = rport;
+	e->family = family;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
+	e->kind = EVENT_TRANSITION;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+/* Is cg filter_cgroup or one of its descendants? */
+static __always_inline bool cgroup_inside_filter(struct cgroup *cg)
+{
+	int level = BPF_CORE_READ(cg, level);
+	struct cgroup **ancestors = (struct cgroup **)((void *)cg + bpf_core_field_offset(cg->ancestors));
+
+	for (int i = 0; i < MAX_CGROUP_DEPTH; i++) {
+		struct cgroup *ancestor = NULL;
+
+		if (i > level)
+			break;
+		bpf_probe_read_kernel(&ancestor, sizeof(ancestor), &ancestors[i]);
+		if (ancestor && BPF_CORE_READ(ancestor, kn, id) == filter_cgroup)
+			return true;
+	}
+	return false;
+}
+
+/* The socket's own cgroup: set at creation, inherited by accepted children, never the current task's. */
+static __always_inline void set_cgroup(struct sock_info *info, const struct sock *sk)
+{
+	struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+
+	if (!cg)
+		return;
+	info->cgroup = BPF_CORE_READ(cg, kn, id);
+	info->flags |= EVENT_F_CGROUP_KNOWN;
+	if (filter_cgroup && cgroup_inside_filter(cg))
+		info->flags |= SOCK_F_CGROUP_MATCH;
+}
+
+static __always_inline void set_owner_current(struct sock_info *info)
+{
+	info->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(info->comm, sizeof(info->comm));
+	info->flags |= EVENT_F_OWNER_KNOWN;
+}
+
+static __always_inline void listen_key_of(struct listen_key *key, const struct sock *sk)
+{
+	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	/* skc_num is already 0 when a listener closes; inet_sport is not. */
+	key->port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	if (key->family == AF_INET)
+		bpf_core_read(key->addr, 4, &sk->__sk_common.skc_rcv_saddr);
+	else
+		bpf_core_read(key->addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+}
+
+/* A child socket belongs to whoever owns the listener it was cloned from. */
+static __always_inline void inherit_listener_owner(struct sock_info *info, const struct sock *child)
+{
+	struct listen_key key = {};
+	struct sock_info *owner;
+
+	listen_key_of(&key, child);
+	owner = bpf_map_lookup_elem(&listeners, &key);
+	if (!owner) {
+		__builtin_memset(key.addr, 0, sizeof(key.addr));
+		owner = bpf_map_lookup_elem(&listeners, &key);
+	}
+	if (!owner || !(owner->flags & EVENT_F_OWNER_KNOWN))
+		return;
+	info->pid = owner->pid;
+	__builtin_memcpy(info->comm, owner->comm, TASK_COMM_LEN);
+	info->flags |= EVENT_F_OWNER_KNOWN;
+}
+
+/* Does the timewait socket tw replace the full socket sk (same netns, family and ports)? */
+static __always_inline bool tw_replaces(__u64 tw, const struct sock *sk)
+{
+	const struct inet_timewait_sock *t = (const void *)tw;
+
+	return BPF_CORE_READ(t, __tw_common.skc_state) == TCP_TIME_WAIT &&
+	       BPF_CORE_READ(t, tw_sport) == BPF_CORE_READ((struct inet_sock *)sk, inet_sport) &&
+	       BPF_CORE_READ(t, __tw_common.skc_dport) == BPF_CORE_READ(sk, __sk_common.skc_dport) &&
+	       BPF_CORE_READ(t, __tw_common.skc_family) == BPF_CORE_READ(sk, __sk_common.skc_family) &&
+	       BPF_CORE_READ(t, __tw_common.skc_net.net) == BPF_CORE_READ(sk, __sk_common.skc_net.net);
+}
+
+/*
+ * tcp_time_wait() arms the new timewait socket's timer and then closes the full socket on the
+ * same CPU. If the timer armed last on this CPU belongs to a timewait socket for sk, return it.
+ */
+static __always_inline __u64 take_timewait_successor(const struct sock *sk)
+{
+	__u32 zero = 0;
+	struct tw_slot *slot = bpf_map_lookup_elem(&tw_pending, &zero);
+	__u64 tw, fn;
+	int family;
+
+	if (!slot || !slot->tw)
+		return 0;
+	tw = slot->tw;
+	fn = slot->fn;
+	slot->tw = 0;
+	if (!tw_replaces(tw, sk))
+		return 0;
+	if (!tw_timer_fn)
+		tw_timer_fn = fn;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6;
+	if (!tw_slab[family & 1])
+		tw_slab[family & 1] = (__u64)BPF_CORE_READ(sk, __sk_common.skc_prot, twsk_prot, twsk_slab);
+	return tw;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u64 skaddr = (__u64)sk;
+	__u64 now, prev_ts = 0, tw;
+	struct sock_info info = {};
+	struct sock_info *known;
+	__be16 sport;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	now = bpf_ktime_get_boot_ns();
+	known = bpf_map_lookup_elem(&socks, &skaddr);
+
+	if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
+		/* connect() and listen() run in the owner's context. */
+		set_owner_current(&info);
+		set_cgroup(&info, sk);
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
+		/* A new child of a listener; an entry at this address is a stale one. */
+		inherit_listener_owner(&info, sk);
+		set_cgroup(&info, sk);
+		info.ts_ns = now;
+		info.skaddr = skaddr;
+		info.flags |= SOCK_F_SYN_RECV_DEFERRED;
+		bpf_map_update_elem(&socks, &skaddr, &info, BPF_ANY);
+		return 0;
+	} else if (known) {
+		info = *known;
+		prev_ts = known->ts_ns;
+	} else {
+		/* First seen mid-life: owner and time in oldstate are unknown. */
+		set_cgroup(&info, sk);
+	}
+	info.ts_ns = now;
+	info.skaddr = skaddr;
+	sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
+	if (info.flags & SOCK_F_SYN_RECV_DEFERRED) {
+		info.flags &= ~SOCK_F_SYN_RECV_DEFERRED;
+		emit(&sk->__sk_common, sport, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0, prev_ts, &info);
+	}
+
+	if (newstate == TCP_LISTEN) {
+		struct listen_key key = {};
+
+		listen_key_of(&key, sk);
+		bpf_map_update_elem(&listeners, &key, &info, BPF_ANY);
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+		struct listen_key key = {};
+		struct sock_info *l;
+
+		listen_key_of(&key, sk);
+		l = bpf_map_lookup_elem(&listeners, &key);
+		/* SO_REUSEPORT listeners share a key: only the one that owns it removes it. */
+		if (l && l->skaddr == skaddr)
+			bpf_map_delete_elem(&listeners, &key);
+	}
+
+	if (newstate != TCP_CLOSE) {
+		bpf_map_update_elem(&socks, &skaddr, &info, BPF_ANY);
+		emit(&sk->__sk_common, sport, skaddr, 0, oldstate, newstate, prev_ts, now, &info);
+		return 0;
+	}
+
+	bpf_map_delete_elem(&socks, &skaddr);
+	tw = take_timewait_successor(sk);
+	if (tw) {
+		/* The connection lives on as the timewait socket: hand it what we know. */
+		bpf_map_update_elem(&tws, &tw, &info, BPF_ANY);
+		emit(&sk->__sk_common, sport, skaddr, tw, oldstate, TCP_TIME_WAIT, prev_ts, now, &info);
+	} else {
+		emit(&sk->__sk_common, sport, skaddr, 0, oldstate, TCP_CLOSE, prev_ts, now, &info);
+	}
+	return 0;
+}
+
+SEC("tp_btf/timer_start")
+int BPF_PROG(on_timer_start, struct timer_list *timer)
+{
+	__u64 fn = (__u64)timer->function;
+	__u64 want = tw_timer_fn;
+	__u32 zero = 0;
+	struct tw_slot *slot;
+	__u64 tw;
+
+	if (!want)
+		want = (__u64)&tw_timer_handler;
+	if (want && fn != want)
+		return 0;
+	tw = (__u64)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
+	/* A timewait socket we already follow is only being rescheduled. */
+	if (want && bpf_map_lookup_elem(&tws, &tw))
+		return 0;
+	slot = bpf_map_lookup_elem(&tw_pending, &zero);
+	if (!slot)
+		return 0;
+	/* Until the handler is known, every timer is a candidate; take_timewait_successor checks. */
+	slot->tw = tw;
+	slot->fn = fn;
+	return 0;
+}
+
+SEC("tp_btf/kmem_cache_free")
+int BPF_PROG(on_cache_free, unsigned long call_site, const void *ptr, const struct kmem_cache *cache)
+{
+	__u64 c = (__u64)cache, tw = (__u64)ptr;
+	const struct inet_timewait_sock *t = ptr;
+	struct sock_info *found, info;
+
+	if (!c || (c != tw_slab[0] && c != tw_slab[1]))
+		return 0;
+	found = bpf_map_lookup_elem(&tws, &tw);
+	if (!found)
+		return 0;
+	info = *found;
+	bpf_map_delete_elem(&tws, &tw);
+	emit(&t->__tw_common, BPF_CORE_READ(t, tw_sport), info.skaddr, tw, TCP_TIME_WAIT, TCP_CLOSE,
+	     info.ts_ns, bpf_ktime_get_boot_ns(), &info);
+	return 0;
+}

@@ -1,0 +1,209 @@
+//! Command-line definition: clap derive, with the doc comments as help text.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::tcp_state::TcpState;
+
+const EXAMPLES: &str = "\
+Examples:
+  tcpstates                         every transition on the host, IPv4 and IPv6
+  tcpstates -T -w                   with wall-clock time and socket addresses
+  tcpstates -L 80,443               connections with local port 80 or 443
+  tcpstates -D 5432 -p 1234         to remote port 5432, owned by PID 1234
+  tcpstates --state CLOSE_WAIT      transitions into or out of CLOSE_WAIT
+  tcpstates --netns blue            only the network namespace /run/netns/blue
+  tcpstates --cgroup system.slice/nginx.service
+                                    sockets of a cgroup (v2) and its children
+  tcpstates -o json --duration 30s  30 s of JSON lines, one object per transition
+  tcpstates -o csv --count 100      the first 100 transitions as CSV";
+
+/// Trace TCP state transitions, live, with each socket's owning process.
+///
+/// Prints one line per TCP state change of every socket on the host (IPv4 and IPv6), including
+/// TIME_WAIT, with the process that owns the socket, its addresses and the time spent in the old
+/// state. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF (Linux 5.8 or later).
+#[derive(Debug, Parser)]
+#[command(name = "tcpstates", version, after_help = EXAMPLES, max_term_width = 100)]
+pub struct Args {
+    /// Trace IPv4 sockets only
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Trace IPv6 sockets only
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Only sockets with one of these local ports (comma-separated)
+    #[arg(short = 'L', long = "localport", value_name = "PORTS", value_delimiter = ',', value_parser = parse_port)]
+    pub localport: Vec<u16>,
+
+    /// Only sockets with one of these remote ports (comma-separated)
+    #[arg(short = 'D', long = "remoteport", value_name = "PORTS", value_delimiter = ',', value_parser = parse_port)]
+    pub remoteport: Vec<u16>,
+
+    /// Only sockets owned by this process ID
+    #[arg(short = 'p', long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+
+    /// Only sockets owned by a process with this command name (exact; the kernel keeps 15 bytes)
+    #[arg(short = 'c', long, value_name = "COMM")]
+    pub comm: Option<String>,
+
+    /// Only sockets in this cgroup (v2) or below it: a path, absolute or under the cgroup2 mount
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Only this network namespace: a name under /run/netns, a path such as /proc/PID/ns/net, or an inode number
+    #[arg(long, value_name = "NS")]
+    pub netns: Option<String>,
+
+    /// Only transitions into or out of these states (comma-separated, e.g. SYN_SENT,CLOSE_WAIT)
+    #[arg(long, value_name = "STATES", value_delimiter = ',')]
+    pub state: Vec<TcpState>,
+
+    /// Include a wall-clock time column (local time, HH:MM:SS.mmm)
+    #[arg(short = 'T', long)]
+    pub timestamp: bool,
+
+    /// Wide output: socket address (SKADDR), IP version, full-width addresses and command
+    #[arg(short = 'w', long)]
+    pub wide: bool,
+
+    /// Output format
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Stop after N transitions
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Stop after this long (e.g. 500ms, 5s, 2m)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_ring_size)]
+    pub ring_size: u32,
+
+    /// Print libbpf's own messages to stderr
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+}
+
+/// How transitions are written to stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns, as BCC's tcpstates prints them
+    Text,
+    /// One JSON object per line
+    Json,
+    /// Comma-separated values with a header row
+    Csv,
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    s.trim()
+        .parse::<u16>()
+        .map_err(|_| "a port is a number from 0 to 65535".to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("the duration must be greater than zero".to_string());
+    }
+    Ok(duration)
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.trim().to_ascii_uppercase() {
+        t if t.ends_with('K') => (t[..t.len() - 1].to_string(), 1u64 << 10),
+        t if t.ends_with('M') => (t[..t.len() - 1].to_string(), 1u64 << 20),
+        t => (t, 1),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| "expected a size such as 4096, 64K or 4M".to_string())?;
+    if !(4096..=(1 << 30)).contains(&bytes) || !bytes.is_power_of_two() {
+        return Err("the ring buffer size must be a power of two from 4K to 1024M".to_string());
+    }
+    u32::try_from(bytes).map_err(|_| "the ring buffer size is too large".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("tcpstates").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn port_lists_are_comma_separated() {
+        let args = parse(&["-L", "80,443", "-D", "5432"]).unwrap();
+        assert_eq!(args.localport, vec![80, 443]);
+        assert_eq!(args.remoteport, vec![5432]);
+    }
+
+    #[test]
+    fn out_of_range_port_is_rejected() {
+        let err = parse(&["-L", "70000"]).unwrap_err().to_string();
+        let first = err.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "error: invalid value '70000' for '--localport <PORTS>': a port is a number from 0 to 65535"
+        );
+    }
+
+    #[test]
+    fn states_parse_by_name() {
+        let args = parse(&["--state", "close_wait,TIME_WAIT"]).unwrap();
+        assert_eq!(args.state, vec![TcpState::CloseWait, TcpState::TimeWait]);
+        assert!(parse(&["--state", "FOO"]).is_err());
+    }
+
+    #[test]
+    fn durations_use_humantime() {
+        assert_eq!(
+            parse(&["--duration", "500ms"]).unwrap().duration,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse(&["--duration", "2m"]).unwrap().duration,
+            Some(Duration::from_secs(120))
+        );
+        assert!(parse(&["--duration", "5x"]).is_err());
+        assert!(parse(&["--duration", "0s"]).is_err());
+    }
+
+    #[test]
+    fn ring_size_takes_suffixes_and_powers_of_two() {
+        assert_eq!(parse(&[]).unwrap().ring_size, 4 << 20);
+        assert_eq!(parse(&["--ring-size", "4096"]).unwrap().ring_size, 4096);
+        assert_eq!(parse(&["--ring-size", "64k"]).unwrap().ring_size, 64 << 10);
+        assert!(parse(&["--ring-size", "5000"]).is_err());
+        assert!(parse(&["--ring-size", "1K"]).is_err());
+    }
+
+    #[test]
+    fn families_are_exclusive() {
+        assert!(parse(&["-4", "-6"]).is_err());
+    }
+
+    #[test]
+    fn output_formats() {
+        assert_eq!(parse(&["-o", "json"]).unwrap().output, OutputFormat::Json);
+        assert!(parse(&["-o", "xml"]).is_err());
+    }
+}

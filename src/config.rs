@@ -1,0 +1,169 @@
+//! Validated configuration: the only place where raw command-line options are read.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::cli::{Args, OutputFormat};
+use crate::resolve;
+
+/// The kernel's command names are at most 15 bytes (TASK_COMM_LEN - 1).
+pub const COMM_LEN: usize = 15;
+
+/// Address family of the sockets to trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    /// The kernel's AF_* number.
+    pub fn af(self) -> u16 {
+        match self {
+            Family::Ipv4 => libc::AF_INET as u16,
+            Family::Ipv6 => libc::AF_INET6 as u16,
+        }
+    }
+}
+
+/// What to trace; every filter is applied in the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub family: Option<Family>,
+    pub local_ports: Vec<u16>,
+    pub remote_ports: Vec<u16>,
+    pub pid: Option<u32>,
+    /// The command name as the kernel stores it: at most 15 bytes.
+    pub comm: Option<Vec<u8>>,
+    pub cgroup: Option<u64>,
+    pub netns: Option<u32>,
+    /// Bit `1 << state` for each state of interest; 0 = all.
+    pub state_mask: u32,
+}
+
+/// Everything the run needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub filters: Filters,
+    pub output: OutputFormat,
+    pub timestamp: bool,
+    pub wide: bool,
+    pub count: Option<u64>,
+    pub duration: Option<Duration>,
+    pub ring_size: u32,
+    pub verbose: bool,
+}
+
+impl Config {
+    /// Validates the options and resolves names (netns, cgroup) into kernel ids.
+    pub fn from_args(args: Args) -> Result<Config> {
+        let family = match (args.ipv4, args.ipv6) {
+            (true, _) => Some(Family::Ipv4),
+            (_, true) => Some(Family::Ipv6),
+            _ => None,
+        };
+        let comm = args.comm.as_deref().map(comm_filter).transpose()?;
+        let cgroup = args.cgroup.as_deref().map(resolve::cgroup_id).transpose()?;
+        let netns = args
+            .netns
+            .as_deref()
+            .map(resolve::netns_inode)
+            .transpose()?;
+        let state_mask = args.state.iter().fold(0, |mask, s| mask | s.mask());
+        Ok(Config {
+            filters: Filters {
+                family,
+                local_ports: dedup(args.localport),
+                remote_ports: dedup(args.remoteport),
+                pid: args.pid,
+                comm,
+                cgroup,
+                netns,
+                state_mask,
+            },
+            output: args.output,
+            timestamp: args.timestamp,
+            wide: args.wide,
+            count: args.count,
+            duration: args.duration,
+            ring_size: args.ring_size,
+            verbose: args.verbose,
+        })
+    }
+}
+
+/// The kernel truncates command names to 15 bytes, so a longer name matches its first 15.
+fn comm_filter(comm: &str) -> Result<Vec<u8>> {
+    if comm.is_empty() {
+        bail!("--comm: the command name is empty");
+    }
+    let bytes = comm.as_bytes();
+    Ok(bytes[..bytes.len().min(COMM_LEN)].to_vec())
+}
+
+fn dedup(mut ports: Vec<u16>) -> Vec<u16> {
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp_state::TcpState;
+
+    /// The states a mask selects, in kernel order.
+    fn states_in(mask: u32) -> Vec<TcpState> {
+        TcpState::ALL
+            .into_iter()
+            .filter(|s| mask & s.mask() != 0)
+            .collect()
+    }
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<Config> {
+        Config::from_args(Args::parse_from(
+            std::iter::once("tcpstates").chain(args.iter().copied()),
+        ))
+    }
+
+    #[test]
+    fn defaults_trace_everything() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.filters, Filters::default());
+        assert_eq!(c.output, OutputFormat::Text);
+        assert_eq!(c.ring_size, 4 << 20);
+    }
+
+    #[test]
+    fn filters_are_collected() {
+        let c = config(&[
+            "-6",
+            "-L",
+            "443,80,443",
+            "-p",
+            "42",
+            "--state",
+            "LISTEN,CLOSE",
+        ])
+        .unwrap();
+        assert_eq!(c.filters.family, Some(Family::Ipv6));
+        assert_eq!(c.filters.local_ports, vec![80, 443]);
+        assert_eq!(c.filters.pid, Some(42));
+        assert_eq!(
+            states_in(c.filters.state_mask),
+            vec![TcpState::Close, TcpState::Listen]
+        );
+    }
+
+    #[test]
+    fn long_command_names_are_truncated_like_the_kernel() {
+        let c = config(&["-c", "systemd-resolved"]).unwrap();
+        assert_eq!(c.filters.comm.as_deref(), Some(&b"systemd-resolve"[..]));
+        assert_eq!(
+            config(&["-c", ""]).unwrap_err().to_string(),
+            "--comm: the command name is empty"
+        );
+    }
+}

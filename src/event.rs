@@ -1,0 +1,229 @@
+//! Decoding of the BPF program's ring-buffer records into events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use anyhow::{bail, Result};
+
+use crate::skel::types;
+use crate::tcp_state::TcpState;
+
+const EVENT_TRANSITION: u8 = 1;
+const EVENT_F_OWNER_KNOWN: u8 = 1 << 0;
+const EVENT_F_CGROUP_KNOWN: u8 = 1 << 1;
+
+// SAFETY: `event` is a plain C struct of integers and byte arrays; every bit pattern is valid.
+unsafe impl plain::Plain for types::event {}
+
+/// The process that owns a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: Comm,
+}
+
+/// A kernel command name: up to 15 bytes, not necessarily UTF-8.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Comm {
+    /// Takes the bytes up to the first NUL (at most 16).
+    pub fn new(raw: &[u8]) -> Comm {
+        let len = raw
+            .iter()
+            .take(16)
+            .position(|&b| b == 0)
+            .unwrap_or(raw.len().min(16));
+        let mut bytes = [0; 16];
+        bytes[..len].copy_from_slice(&raw[..len]);
+        Comm {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// One TCP state transition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    /// CLOCK_BOOTTIME of the transition, in ns.
+    pub ts_ns: u64,
+    /// CLOCK_BOOTTIME when the socket entered `old`, if the socket was seen doing so.
+    pub old_since_ns: Option<u64>,
+    /// The connection's socket (for TIME_WAIT: the full socket it came from, when known).
+    pub skaddr: u64,
+    /// The timewait socket of a TIME_WAIT transition.
+    pub twaddr: Option<u64>,
+    pub owner: Option<Owner>,
+    pub cgroup: Option<u64>,
+    pub netns: u32,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    pub old: TcpState,
+    pub new: TcpState,
+}
+
+impl Transition {
+    /// Time spent in the old state, in ms with µs resolution; None when unknown.
+    pub fn ms_in_old_state(&self) -> Option<f64> {
+        let since = self.old_since_ns?;
+        let micros = self.ts_ns.saturating_sub(since) / 1_000;
+        Some(micros as f64 / 1_000.0)
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(data: &[u8]) -> Result<Transition> {
+    let mut raw = types::event::default();
+    if plain::copy_from_bytes(&mut raw, data).is_err() {
+        bail!("short record: {} bytes", data.len());
+    }
+    if raw.kind != EVENT_TRANSITION {
+        bail!("unknown record kind {}", raw.kind);
+    }
+    let state =
+        |n: u8| TcpState::from_kernel(n).ok_or_else(|| anyhow::anyhow!("unknown TCP state {n}"));
+    let (local, remote) = match i32::from(raw.family) {
+        libc::AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
+        libc::AF_INET6 => (
+            IpAddr::V6(Ipv6Addr::from(raw.saddr)),
+            IpAddr::V6(Ipv6Addr::from(raw.daddr)),
+        ),
+        family => bail!("unknown address family {family}"),
+    };
+    let owner = (raw.flags & EVENT_F_OWNER_KNOWN != 0).then(|| Owner {
+        pid: raw.pid,
+        comm: Comm::new(&raw.comm.map(|c| c as u8)),
+    });
+    Ok(Transition {
+        ts_ns: raw.ts_ns,
+        old_since_ns: (raw.prev_ts_ns != 0).then_some(raw.prev_ts_ns),
+        skaddr: raw.skaddr,
+        twaddr: (raw.twaddr != 0).then_some(raw.twaddr),
+        owner,
+        cgroup: (raw.flags & EVENT_F_CGROUP_KNOWN != 0).then_some(raw.cgroup),
+        netns: raw.netns,
+        local,
+        local_port: raw.sport,
+        remote,
+        remote_port: raw.dport,
+        old: state(raw.oldstate)?,
+        new: state(raw.newstate)?,
+    })
+}
+
+fn ipv4(bytes: &[u8; 16]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_event() -> types::event {
+        let mut e = types::event {
+            ts_ns: 5_000_000,
+            prev_ts_ns: 3_765_432,
+            skaddr: 0xffff_8880_1234_5678,
+            cgroup: 77,
+            netns: 4026531840,
+            pid: 4242,
+            family: libc::AF_INET as u16,
+            sport: 8080,
+            dport: 51000,
+            oldstate: 2,
+            newstate: 1,
+            flags: EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN,
+            kind: EVENT_TRANSITION,
+            ..Default::default()
+        };
+        e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+        for (dst, src) in e.comm.iter_mut().zip(b"curl\0") {
+            *dst = *src as i8;
+        }
+        e
+    }
+
+    fn bytes(e: &types::event) -> Vec<u8> {
+        // SAFETY: `event` is Plain, so viewing it as bytes is sound.
+        unsafe { plain::as_bytes(e) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_an_ipv4_transition() {
+        let t = decode(&bytes(&raw_event())).unwrap();
+        assert_eq!(t.local, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(t.remote, "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!((t.local_port, t.remote_port), (8080, 51000));
+        assert_eq!((t.old, t.new), (TcpState::SynSent, TcpState::Established));
+        let owner = t.owner.unwrap();
+        assert_eq!((owner.pid, owner.comm.as_bytes()), (4242, &b"curl"[..]));
+        assert_eq!(t.cgroup, Some(77));
+        assert_eq!(t.ms_in_old_state(), Some(1.234));
+        assert_eq!(t.twaddr, None);
+    }
+
+    #[test]
+    fn decodes_an_ipv6_transition() {
+        let mut e = raw_event();
+        e.family = libc::AF_INET6 as u16;
+        e.saddr = Ipv6Addr::LOCALHOST.octets();
+        e.daddr = "::ffff:10.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
+        let t = decode(&bytes(&e)).unwrap();
+        assert_eq!(t.local.to_string(), "::1");
+        assert_eq!(t.remote.to_string(), "::ffff:10.0.0.1");
+        assert!(t.is_ipv6());
+    }
+
+    #[test]
+    fn unknowns_stay_unknown() {
+        let mut e = raw_event();
+        e.flags = 0;
+        e.prev_ts_ns = 0;
+        e.twaddr = 0xffff_1111;
+        let t = decode(&bytes(&e)).unwrap();
+        assert_eq!(t.owner, None);
+        assert_eq!(t.cgroup, None);
+        assert_eq!(t.ms_in_old_state(), None);
+        assert_eq!(t.twaddr, Some(0xffff_1111));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(decode(&[0u8; 10]).is_err());
+        let mut e = raw_event();
+        e.newstate = 99;
+        assert_eq!(
+            decode(&bytes(&e)).unwrap_err().to_string(),
+            "unknown TCP state 99"
+        );
+        let mut e = raw_event();
+        e.family = 1;
+        assert!(decode(&bytes(&e)).is_err());
+    }
+
+    #[test]
+    fn comm_stops_at_nul_and_at_16_bytes() {
+        assert_eq!(Comm::new(b"ab\0cd").as_bytes(), b"ab");
+        assert_eq!(Comm::new(&[b'x'; 20]).as_bytes(), &[b'x'; 16]);
+    }
+}

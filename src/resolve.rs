@@ -1,0 +1,123 @@
+//! Turns the network namespaces and cgroups a user names into the ids the kernel reports.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, NSFS_MAGIC};
+
+/// `ioctl(fd, NS_GET_NSTYPE)` from linux/nsfs.h: the CLONE_NEW* type of a namespace file.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// The inode of a network namespace given as a name under /run/netns, a path, or an inode number.
+pub fn netns_inode(spec: &str) -> Result<u32> {
+    if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
+        return match spec.parse::<u32>() {
+            Ok(inode) if inode > 0 => Ok(inode),
+            _ => bail!("--netns {spec}: not a namespace inode number"),
+        };
+    }
+    let path = if spec.contains('/') {
+        PathBuf::from(spec)
+    } else {
+        Path::new("/run/netns").join(spec)
+    };
+    let file = File::open(&path)
+        .with_context(|| format!("--netns {spec}: no network namespace at {}", path.display()))?;
+    let is_nsfs = statfs(&path)
+        .map(|fs| fs.filesystem_type() == NSFS_MAGIC)
+        .unwrap_or(false);
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open namespace file.
+    let ns_type = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if !is_nsfs || ns_type != libc::CLONE_NEWNET {
+        bail!(
+            "--netns {spec}: {} is not a network namespace",
+            path.display()
+        );
+    }
+    let inode = file.metadata()?.ino();
+    u32::try_from(inode).with_context(|| format!("--netns {spec}: inode {inode} is out of range"))
+}
+
+/// The id of a cgroup v2 directory (its inode), given absolute or relative to the cgroup2 mount.
+pub fn cgroup_id(path: &Path) -> Result<u64> {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cgroup2_mount()?.join(path)
+    };
+    let shown = path.display();
+    let meta = std::fs::metadata(&full)
+        .with_context(|| format!("--cgroup {shown}: no cgroup at {}", full.display()))?;
+    let is_cgroup2 = statfs(&full)
+        .map(|fs| fs.filesystem_type() == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false);
+    if !meta.is_dir() || !is_cgroup2 {
+        bail!(
+            "--cgroup {shown}: {} is not a cgroup v2 directory",
+            full.display()
+        );
+    }
+    Ok(meta.ino())
+}
+
+/// Where cgroup2 is mounted: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones.
+fn cgroup2_mount() -> Result<PathBuf> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    mounts
+        .lines()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 2 && fields[2] == "cgroup2")
+        .map(|fields| PathBuf::from(fields[1]))
+        .context("--cgroup: no cgroup2 file system is mounted")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_numbers_are_taken_as_given() {
+        assert_eq!(netns_inode("4026531840").unwrap(), 4026531840);
+        assert_eq!(
+            netns_inode("0").unwrap_err().to_string(),
+            "--netns 0: not a namespace inode number"
+        );
+    }
+
+    #[test]
+    fn own_network_namespace_resolves_by_path() {
+        let expected = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        assert_eq!(
+            u64::from(netns_inode("/proc/self/ns/net").unwrap()),
+            expected
+        );
+    }
+
+    #[test]
+    fn other_namespace_types_are_refused() {
+        let err = netns_inode("/proc/self/ns/uts").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--netns /proc/self/ns/uts: /proc/self/ns/uts is not a network namespace"
+        );
+    }
+
+    #[test]
+    fn unknown_namespace_names_say_where_they_looked() {
+        let err = netns_inode("no-such-ns-for-tcpstates").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--netns no-such-ns-for-tcpstates: no network namespace at /run/netns/no-such-ns-for-tcpstates"
+        );
+    }
+
+    #[test]
+    fn non_cgroup_directories_are_refused() {
+        let err = cgroup_id(Path::new("/tmp")).unwrap_err().to_string();
+        assert_eq!(err, "--cgroup /tmp: /tmp is not a cgroup v2 directory");
+    }
+}
