@@ -1,0 +1,165 @@
+//! A scripted TCP client or server whose transitions the integration tests know in advance.
+//!
+//! ```text
+//! tcp_peer server ADDR PORT [--connections N] [--hold]
+//!     listen, print "listening PORT"; for each connection: accept, read to EOF, close
+//!     (with --hold: never close the accepted sockets, leaving them in CLOSE_WAIT, until
+//!     stdin closes), print "closed N"; then close the listener and exit.
+//! tcp_peer client ADDR PORT [--bind-port P] [--connections N] [--pause-ms MS]
+//!     N times: connect (from port P if given, with SO_REUSEADDR), send a line, close first
+//!     (so this side ends in TIME_WAIT), wait for the peer's FIN; print "closed LOCALPORT".
+//! ```
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use nix::sys::socket::{setsockopt, sockopt};
+
+struct Options {
+    addr: IpAddr,
+    port: u16,
+    connections: usize,
+    bind_port: Option<u16>,
+    hold: bool,
+    pause: Duration,
+}
+
+fn parse(args: &[String]) -> Result<(String, Options), String> {
+    let [role, addr, port, rest @ ..] = args else {
+        return Err("usage: tcp_peer server|client ADDR PORT [options]".into());
+    };
+    let mut options = Options {
+        addr: addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        port: port.parse().map_err(|e| format!("{port}: {e}"))?,
+        connections: 1,
+        bind_port: None,
+        hold: false,
+        pause: Duration::ZERO,
+    };
+    let mut rest = rest.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || rest.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--connections" => options.connections = value()?.parse().map_err(|_| "bad count")?,
+            "--bind-port" => options.bind_port = Some(value()?.parse().map_err(|_| "bad port")?),
+            "--pause-ms" => {
+                options.pause = Duration::from_millis(value()?.parse().map_err(|_| "bad ms")?)
+            }
+            "--hold" => options.hold = true,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok((role.clone(), options))
+}
+
+fn server(o: &Options) -> io::Result<()> {
+    let listener = TcpListener::bind(SocketAddr::new(o.addr, o.port))?;
+    println!("listening {}", listener.local_addr()?.port());
+    io::stdout().flush()?;
+    let mut held = Vec::new();
+    for n in 1..=o.connections {
+        let (mut stream, _) = listener.accept()?;
+        let mut sink = Vec::new();
+        stream.read_to_end(&mut sink)?;
+        if o.hold {
+            held.push(stream);
+            println!("holding {n}");
+        } else {
+            drop(stream);
+            println!("closed {n}");
+        }
+        io::stdout().flush()?;
+    }
+    drop(listener);
+    if o.hold {
+        // Keep the CLOSE_WAIT sockets until the test closes our stdin.
+        for _ in io::stdin().lock().lines() {}
+    }
+    Ok(())
+}
+
+fn client(o: &Options) -> io::Result<()> {
+    for _ in 0..o.connections {
+        let socket = match o.addr {
+            IpAddr::V4(_) => socket2_free::tcp_socket(libc::AF_INET)?,
+            IpAddr::V6(_) => socket2_free::tcp_socket(libc::AF_INET6)?,
+        };
+        setsockopt(&socket.as_fd(), sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
+        if let Some(port) = o.bind_port {
+            let local = match o.addr {
+                IpAddr::V4(_) => SocketAddr::new(IpAddr::from([0u8; 4]), port),
+                IpAddr::V6(_) => SocketAddr::new(IpAddr::from([0u16; 8]), port),
+            };
+            socket2_free::bind(&socket, local)?;
+        }
+        let mut stream = socket2_free::connect(socket, SocketAddr::new(o.addr, o.port))?;
+        stream.write_all(b"hello\n")?;
+        let local_port = stream.local_addr()?.port();
+        stream.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the server's FIN so both sides finish before we report.
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest)?;
+        drop(stream);
+        println!("closed {local_port}");
+        io::stdout().flush()?;
+        std::thread::sleep(o.pause);
+    }
+    Ok(())
+}
+
+/// Socket creation and binding before connect, which std::net does not offer.
+mod socket2_free {
+    use std::io;
+    use std::net::{SocketAddr, TcpStream};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+
+    pub fn tcp_socket(family: i32) -> io::Result<OwnedFd> {
+        let family = if family == libc::AF_INET {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+            .map_err(io::Error::from)
+    }
+
+    pub fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(io::Error::from)
+    }
+
+    pub fn connect(fd: OwnedFd, addr: SocketAddr) -> io::Result<TcpStream> {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(io::Error::from)?;
+        // SAFETY: the descriptor is a connected TCP socket that we own and hand over.
+        Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (role, options) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            eprintln!("tcp_peer: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match role.as_str() {
+        "server" => server(&options),
+        "client" => client(&options),
+        other => Err(io::Error::other(format!("unknown role {other}"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tcp_peer: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
