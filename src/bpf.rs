@@ -1,6 +1,7 @@
 //! The BPF side from user space: configure, load and attach the program, read its ring buffer
 //! and its loss counters.
 
+use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Mutex;
@@ -131,7 +132,26 @@ impl<'obj> Tracer<'obj> {
         skel.links.on_set_state = Some(set_state);
         skel.links.on_timer_start = Some(timer_start);
         skel.links.on_cache_free = Some(cache_free);
-        Ok(Tracer { skel })
+        let tracer = Tracer { skel };
+        tracer.seed_owners()?;
+        Ok(tracer)
+    }
+
+    /// Learns the owners of sockets that existed before the hooks were attached. Runs after
+    /// attaching, so that no socket opened in between is missed.
+    fn seed_owners(&self) -> Result<()> {
+        let link = self.skel.progs.seed_owners.attach().map_err(|err| {
+            anyhow!(
+                "starting the BPF task_file iterator failed: {err}{}",
+                last_libbpf_warning()
+            )
+        })?;
+        let mut iter =
+            libbpf_rs::Iter::new(&link).context("starting the BPF task_file iterator")?;
+        let mut sink = Vec::new();
+        iter.read_to_end(&mut sink)
+            .context("reading the owners of existing sockets")?;
+        Ok(())
     }
 
     /// A ring buffer reader that hands every record to `callback`.

@@ -45,7 +45,7 @@ pub struct Args {
     pub remoteport: Vec<u16>,
 
     /// Only sockets owned by this process ID
-    #[arg(short = 'p', long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(short = 'p', long, value_name = "PID", value_parser = parse_pid)]
     pub pid: Option<u32>,
 
     /// Only sockets owned by a process with this command name (exact; the kernel keeps 15 bytes)
@@ -77,7 +77,7 @@ pub struct Args {
     pub output: OutputFormat,
 
     /// Stop after N transitions
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
 
     /// Stop after this long (e.g. 500ms, 5s, 2m)
@@ -108,6 +108,20 @@ fn parse_port(s: &str) -> Result<u16, String> {
     s.trim()
         .parse::<u16>()
         .map_err(|_| "a port is a number from 0 to 65535".to_string())
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err("a PID is a number from 1 to 4294967295".to_string()),
+    }
+}
+
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("the count is a whole number, at least 1".to_string()),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -55,15 +55,26 @@ fn usage_error(err: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            let text = err.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!(
-                "tcpstates: {}",
-                first.strip_prefix("error: ").unwrap_or(first)
-            );
+            eprintln!("tcpstates: {}", usage_error_line(&err.to_string()));
             ExitCode::from(2)
         }
     }
+}
+
+/// clap's message in one line: the error, possible values and tips, without usage and help hints.
+fn usage_error_line(rendered: &str) -> String {
+    let mut line = String::new();
+    for part in rendered.lines().map(str::trim) {
+        if part.is_empty() || part.starts_with("Usage:") || part.starts_with("For more information")
+        {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(if part.starts_with("tip:") { "; " } else { " " });
+        }
+        line.push_str(part.strip_prefix("error: ").unwrap_or(part));
+    }
+    line
 }
 
 /// `tcpstates | head` ends with EPIPE: the reader is done, which is success.
@@ -77,4 +88,23 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        let rendered = "error: invalid value 'xml' for '--output <FORMAT>'\n  [possible values: text, json, csv]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "invalid value 'xml' for '--output <FORMAT>' [possible values: text, json, csv]"
+        );
+        let rendered = "error: unexpected argument '--cont' found\n\n  tip: a similar argument exists: '--count'\n\nUsage: tcpstates --count <N>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_error_line(rendered),
+            "unexpected argument '--cont' found; tip: a similar argument exists: '--count'"
+        );
+    }
 }

@@ -1,11 +1,12 @@
 //! Turns the network namespaces and cgroups a user names into the ids the kernel reports.
 
 use std::fs::File;
+use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, NSFS_MAGIC};
 
 /// `ioctl(fd, NS_GET_NSTYPE)` from linux/nsfs.h: the CLONE_NEW* type of a namespace file.
@@ -24,8 +25,13 @@ pub fn netns_inode(spec: &str) -> Result<u32> {
     } else {
         Path::new("/run/netns").join(spec)
     };
-    let file = File::open(&path)
-        .with_context(|| format!("--netns {spec}: no network namespace at {}", path.display()))?;
+    let file = File::open(&path).map_err(|e| {
+        anyhow!(
+            "--netns {spec}: no network namespace at {} ({})",
+            path.display(),
+            io_reason(&e)
+        )
+    })?;
     let is_nsfs = statfs(&path)
         .map(|fs| fs.filesystem_type() == NSFS_MAGIC)
         .unwrap_or(false);
@@ -49,8 +55,13 @@ pub fn cgroup_id(path: &Path) -> Result<u64> {
         cgroup2_mount()?.join(path)
     };
     let shown = path.display();
-    let meta = std::fs::metadata(&full)
-        .with_context(|| format!("--cgroup {shown}: no cgroup at {}", full.display()))?;
+    let meta = std::fs::metadata(&full).map_err(|e| {
+        anyhow!(
+            "--cgroup {shown}: no cgroup at {} ({})",
+            full.display(),
+            io_reason(&e)
+        )
+    })?;
     let is_cgroup2 = statfs(&full)
         .map(|fs| fs.filesystem_type() == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false);
@@ -61,6 +72,15 @@ pub fn cgroup_id(path: &Path) -> Result<u64> {
         );
     }
     Ok(meta.ino())
+}
+
+/// An I/O error in words, without the "(os error N)" suffix.
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        ErrorKind::NotFound => "it does not exist".to_string(),
+        ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => err.to_string(),
+    }
 }
 
 /// Where cgroup2 is mounted: /sys/fs/cgroup on unified hosts, /sys/fs/cgroup/unified on hybrid ones.
@@ -111,7 +131,8 @@ mod tests {
         let err = netns_inode("no-such-ns-for-tcpstates").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--netns no-such-ns-for-tcpstates: no network namespace at /run/netns/no-such-ns-for-tcpstates"
+            "--netns no-such-ns-for-tcpstates: no network namespace at \
+             /run/netns/no-such-ns-for-tcpstates (it does not exist)"
         );
     }
 

@@ -6,6 +6,8 @@
  *   inet_sock_set_state  every state change of a full socket
  *   timer_start          a timewait socket arming its timer = TIME_WAIT takes over
  *   kmem_cache_free      a timewait socket freed = TIME_WAIT ends (expired or killed)
+ * and one iterator, run once at start:
+ *   iter/task_file       owners of the sockets that already exist, as `ss -p` finds them
  * The program collects; user space decodes, times and formats.
  */
 #include "vmlinux_core.h"
@@ -447,5 +449,49 @@ int BPF_PROG(on_cache_free, unsigned long call_site, const void *ptr, const stru
 	bpf_map_delete_elem(&tws, &tw);
 	emit(&t->__tw_common, BPF_CORE_READ(t, tw_sport), info.skaddr, tw, TCP_TIME_WAIT, TCP_CLOSE,
 	     info.ts_ns, bpf_ktime_get_boot_ns(), &info);
+	return 0;
+}
+
+/*
+ * Seed owners of sockets opened before tracing started: every open file of every process, in
+ * all network namespaces at once. Entries the live hooks made meanwhile are newer and kept.
+ */
+SEC("iter/task_file")
+int seed_owners(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct sock_info info = {};
+	struct socket *sock;
+	struct sock *sk;
+	__u64 skaddr;
+	__u16 family;
+
+	if (!task || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = BPF_CORE_READ(file, private_data);
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM ||
+	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+
+	skaddr = (__u64)sk;
+	info.pid = BPF_CORE_READ(task, tgid);
+	BPF_CORE_READ_STR_INTO(&info.comm, task, comm);
+	info.flags = EVENT_F_OWNER_KNOWN;
+	info.skaddr = skaddr;
+	set_cgroup(&info, sk);
+	bpf_map_update_elem(&socks, &skaddr, &info, BPF_NOEXIST);
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
+		struct listen_key key = {};
+
+		listen_key_of(&key, sk);
+		bpf_map_update_elem(&listeners, &key, &info, BPF_NOEXIST);
+	}
 	return 0;
 }

@@ -36,6 +36,9 @@ enum { BPF_RB_AVAIL_DATA = 0, BPF_RB_RING_SIZE = 1 };
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
 
 /* include/net/tcp_states.h */
 enum {
@@ -112,6 +115,7 @@ struct sock_cgroup_data {
 
 struct sock {
 	struct sock_common __sk_common;
+	__u16 sk_type;
 	__u16 sk_protocol;
 	struct sock_cgroup_data sk_cgrp_data;
 };
@@ -130,6 +134,33 @@ struct inet_timewait_sock {
 	unsigned char tw_substate;
 	__be16 tw_sport;
 	struct timer_list tw_timer;
+};
+
+struct inode {
+	unsigned short i_mode;
+};
+
+struct file {
+	void *private_data;
+	struct inode *f_inode;
+};
+
+struct socket {
+	struct sock *sk;
+};
+
+struct task_struct {
+	int tgid;
+	char comm[16];
+};
+
+struct bpf_iter_meta;
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
 };
 
 #pragma clang attribute pop

@@ -1,0 +1,230 @@
+//! How the tool starts, loses, stops and runs without privileges, against the real kernel (root).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+#[test]
+fn lost_events_are_counted_and_reported_exactly() {
+    let ns = Netns::new();
+    // A one-page ring holds about 34 records; stopping the reader makes the kernel drop the rest.
+    let tool = Tool::start(&["--netns", &ns.name, "-o", "json", "--ring-size", "4K"]);
+    tool.signal(Signal::SIGSTOP);
+    let connections = 40;
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "0", "--connections", "40"]);
+    let port = server.expect("listening ");
+    let mut client = Peer::spawn(&ns, &["client", "127.0.0.1", &port, "--connections", "40"]);
+    for _ in 0..connections {
+        client.expect("closed ");
+    }
+    client.finish();
+    for n in 1..=connections {
+        server.expect(&format!("closed {n}"));
+    }
+    server.finish();
+    tool.signal(Signal::SIGCONT);
+    let out = tool.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+
+    let lines = out.json();
+    let shown = transitions(&lines).len() as u64;
+    let lost: u64 = lines
+        .iter()
+        .filter(|l| l["type"] == "lost")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    // Each connection makes 5 client and 5 server transitions; the listener makes 2.
+    assert!(lost > 0, "nothing was lost: {}", out.stdout);
+    assert_eq!(
+        shown + lost,
+        10 * connections + 2,
+        "shown {shown}, lost {lost}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "tcpstates: {shown} transitions shown, {lost} lost ("
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn lost_events_go_to_stderr_in_text_mode() {
+    let ns = Netns::new();
+    let tool = Tool::start(&["--netns", &ns.name, "--ring-size", "4096"]);
+    tool.signal(Signal::SIGSTOP);
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "0", "--connections", "10"]);
+    let port = server.expect("listening ");
+    let mut client = Peer::spawn(&ns, &["client", "127.0.0.1", &port, "--connections", "10"]);
+    for _ in 0..10 {
+        client.expect("closed ");
+    }
+    client.finish();
+    tool.signal(Signal::SIGCONT);
+    let out = tool.stop();
+    let report = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("tcpstates: lost "))
+        .unwrap_or_else(|| {
+            panic!("no loss report: {}", out.stderr);
+        });
+    assert!(report.ends_with(" events (ring buffer full)"), "{report}");
+    assert!(!out.stdout.contains("lost"));
+}
+
+#[test]
+fn each_stop_signal_exits_cleanly_with_a_summary() {
+    let ns = Netns::new();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let tool = Tool::start(&["--netns", &ns.name]);
+        let out = tool.stop_with(signal);
+        assert!(
+            out.status.success(),
+            "{signal}: {:?} {}",
+            out.status,
+            out.stderr
+        );
+        assert_eq!(
+            out.stdout,
+            "PID     COMM       LADDR           LPORT RADDR           RPORT OLDSTATE    -> NEWSTATE    MS\n"
+        );
+        assert!(
+            out.stderr
+                .ends_with("tcpstates: 0 transitions shown, 0 lost"),
+            "{signal}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn events_received_before_a_signal_are_flushed() {
+    let ns = Netns::new();
+    let tool = Tool::start(&["--netns", &ns.name, "-o", "json"]);
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "0"]);
+    let port = server.expect("listening ");
+    let mut client = Peer::spawn(&ns, &["client", "127.0.0.1", &port]);
+    client.expect("closed ");
+    client.finish();
+    server.expect("closed 1");
+    server.finish();
+    // No grace period: the signal may arrive before the tool's next timed poll.
+    tool.signal(Signal::SIGTERM);
+    let out = tool.wait();
+    assert!(out.status.success());
+    assert_eq!(transitions(&out.json()).len(), 12, "{}", out.stdout);
+}
+
+#[test]
+fn piping_into_head_exits_quietly() {
+    let ns = Netns::new();
+    let pipeline = Command::new("bash")
+        .args(["-c", "set -o pipefail; \"$0\" --netns \"$1\" | head -3"])
+        .arg(tool_path())
+        .arg(&ns.name)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "0", "--connections", "5"]);
+    let port = server.expect("listening ");
+    let mut client = Peer::spawn(
+        &ns,
+        &[
+            "client",
+            "127.0.0.1",
+            &port,
+            "--connections",
+            "5",
+            "--pause-ms",
+            "300",
+        ],
+    );
+    for _ in 0..5 {
+        client.expect("closed ");
+    }
+    client.finish();
+    server.finish();
+    let out = pipeline.wait_with_output().unwrap();
+    assert!(out.status.success(), "pipeline: {:?}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Tracing TCP state transitions. Hit Ctrl-C to end.\n"
+    );
+}
+
+/// The binary, copied where an unprivileged user can execute it.
+fn world_executable_copy() -> (tempdir::Dir, std::path::PathBuf) {
+    let dir = tempdir::Dir::new();
+    let copy = dir.path.join("tcpstates");
+    std::fs::copy(tool_path(), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, copy)
+}
+
+mod tempdir {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    pub struct Dir {
+        pub path: PathBuf,
+    }
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let path = std::env::temp_dir().join(format!("tcpstates-test-{}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            Dir { path }
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[test]
+fn runs_with_only_cap_bpf_and_cap_perfmon_and_no_tracefs() {
+    let ns = Netns::new();
+    let (_dir, tool) = world_executable_copy();
+    // A private mount namespace where tracefs and debugfs are certainly absent, and an
+    // unprivileged user that holds just CAP_BPF and CAP_PERFMON.
+    let script =
+        "mount -t tmpfs none /sys/kernel/tracing && mount -t tmpfs none /sys/kernel/debug && \
+                  exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+                  --inh-caps=-all,+bpf,+perfmon --ambient-caps=-all,+bpf,+perfmon -- \"$@\"";
+    let tracer = Tool::start_with(
+        Command::new("unshare")
+            .args(["-m", "sh", "-c", script, "sh"])
+            .arg(&tool)
+            .args(["--netns", &ns.inode().to_string(), "-o", "json"]),
+    );
+    let mut server = Peer::spawn(&ns, &["server", "::1", "0"]);
+    let port = server.expect("listening ");
+    let mut client = Peer::spawn(&ns, &["client", "::1", &port]);
+    client.expect("closed ");
+    let client_pid = client.pid;
+    client.finish();
+    server.expect("closed 1");
+    server.finish();
+    let out = tracer.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let events = transitions(&out.json());
+    assert_eq!(events.len(), 12, "{}", out.stdout);
+    // kallsyms shows zeros to this user, so TIME_WAIT relies on the handler learned at run time.
+    let client_events = owned_by(&events, client_pid);
+    assert_eq!(arrow(client_events.last().unwrap()), "FIN_WAIT2->TIME_WAIT");
+}
