@@ -28,13 +28,18 @@ fn print_everything(_level: PrintLevel, msg: String) {
     eprint!("{msg}");
 }
 
-/// The last thing libbpf warned about, to append to an error.
-fn last_libbpf_warning() -> String {
+/// libbpf's first warning, usually the cause of what failed after it, to append to an error.
+fn libbpf_says() -> String {
     LIBBPF_WARNINGS
         .lock()
         .ok()
-        .and_then(|w| w.last().cloned())
-        .map(|w| format!(" (libbpf: {w}; run with -v for details)"))
+        .and_then(|w| w.first().cloned())
+        .map(|w| {
+            format!(
+                " (libbpf: {}; run with -v for details)",
+                w.trim_start_matches("libbpf: ")
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -71,7 +76,7 @@ impl<'obj> Tracer<'obj> {
 
         let mut open = TcpstatesSkelBuilder::default()
             .open(storage)
-            .with_context(|| format!("opening the BPF object failed{}", last_libbpf_warning()))?;
+            .map_err(|err| anyhow!("opening the BPF object failed: {err}{}", libbpf_says()))?;
         let rodata = open
             .maps
             .rodata_data
@@ -100,7 +105,7 @@ impl<'obj> Tracer<'obj> {
         let mut skel = open.load().map_err(|err| {
             anyhow!(
                 "loading the BPF program into the kernel failed: {err}{}",
-                last_libbpf_warning()
+                libbpf_says()
             )
         })?;
 
@@ -143,7 +148,7 @@ impl<'obj> Tracer<'obj> {
         let link = self.skel.progs.seed_owners.attach().map_err(|err| {
             anyhow!(
                 "starting the BPF task_file iterator failed: {err}{}",
-                last_libbpf_warning()
+                libbpf_says()
             )
         })?;
         let mut iter =
@@ -197,7 +202,7 @@ fn attach_failed(hook: &'static str) -> impl Fn(libbpf_rs::Error) -> anyhow::Err
     move |err| {
         anyhow!(
             "attaching to the BTF tracepoint {hook} failed: {err}{}",
-            last_libbpf_warning()
+            libbpf_says()
         )
     }
 }

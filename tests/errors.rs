@@ -145,3 +145,18 @@ fn help_and_version_go_to_stdout_and_succeed() {
         (0, concat!("tcpstates ", env!("CARGO_PKG_VERSION"), "\n"))
     );
 }
+
+#[test]
+fn a_bpf_failure_says_which_step_failed_and_why() {
+    // Too few file descriptors for the BPF object's maps (needs root to get that far).
+    let (status, stdout, stderr) = run(Command::new("prlimit")
+        .args(["--nofile=6:6", "--"])
+        .arg(tool_path()));
+    assert_eq!(
+        stderr,
+        "tcpstates: opening the BPF object failed: Too many open files (os error 24) (libbpf: \
+         failed to initialize skeleton BPF object 'tcpstates_bpf': -EMFILE; run with -v for \
+         details)\n"
+    );
+    assert_eq!((status, stdout.as_str()), (1, ""));
+}

@@ -228,8 +228,12 @@ static __always_inline void emit(const struct sock_common *skc, __be16 sport, __
 static __always_inline bool cgroup_inside_filter(struct cgroup *cg)
 {
 	int level = BPF_CORE_READ(cg, level);
-	struct cgroup **ancestors = (struct cgroup **)((void *)cg + bpf_core_field_offset(cg->ancestors));
+	struct cgroup **ancestors;
 
+	/* Older kernels have no ancestors[]: match the socket's own cgroup only. */
+	if (!bpf_core_field_exists(cg->ancestors))
+		return BPF_CORE_READ(cg, kn, id) == filter_cgroup;
+	ancestors = (struct cgroup **)((void *)cg + bpf_core_field_offset(cg->ancestors));
 	for (int i = 0; i < MAX_CGROUP_DEPTH; i++) {
 		struct cgroup *ancestor = NULL;
 
@@ -245,8 +249,12 @@ static __always_inline bool cgroup_inside_filter(struct cgroup *cg)
 /* The socket's own cgroup: set at creation, inherited by accepted children, never the current task's. */
 static __always_inline void set_cgroup(struct sock_info *info, const struct sock *sk)
 {
-	struct cgroup *cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	struct cgroup *cg;
 
+	/* Older kernels packed the socket's cgroup differently: leave it unknown there. */
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return;
+	cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
 	if (!cg)
 		return;
 	info->cgroup = BPF_CORE_READ(cg, kn, id);
