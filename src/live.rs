@@ -159,7 +159,7 @@ fn summary(totals: &Totals) -> String {
     }
     if totals.misses.timewait > 0 {
         line.push_str(&format!(
-            "; {} TIME_WAIT hook runs skipped by the kernel",
+            "; the kernel skipped {} nested runs of the TIME_WAIT hooks (a TIME_WAIT transition may be missing)",
             totals.misses.timewait
         ));
     }
@@ -186,7 +186,8 @@ mod tests {
         assert_eq!(
             summary(&totals),
             "tcpstates: 10 transitions shown, 5 lost (3 ring buffer full, 2 BPF recursion); \
-             1 TIME_WAIT hook runs skipped by the kernel"
+             the kernel skipped 1 nested runs of the TIME_WAIT hooks (a TIME_WAIT transition may \
+             be missing)"
         );
     }
 }
