@@ -5,9 +5,12 @@
 //!     listen, print "listening PORT"; for each connection: accept, read to EOF, close
 //!     (with --hold: never close the accepted sockets, leaving them in CLOSE_WAIT, until
 //!     stdin closes), print "closed N"; then close the listener and exit.
-//! tcp_peer client ADDR PORT [--bind-port P] [--connections N] [--pause-ms MS]
+//! tcp_peer client ADDR PORT [--bind-port P] [--connections N] [--pause-ms MS] [--idle | --hold]
 //!     N times: connect (from port P if given, with SO_REUSEADDR), send a line, close first
 //!     (so this side ends in TIME_WAIT), wait for the peer's FIN; print "closed LOCALPORT".
+//!     --idle: stay ESTABLISHED instead; print "open LOCALPORT", close when stdin closes.
+//!     --hold: shut down writing and keep the socket (FIN_WAIT2 once the peer acknowledges);
+//!     print "holding LOCALPORT", close when stdin closes.
 //! ```
 
 use std::io::{self, BufRead, Read, Write};
@@ -24,6 +27,7 @@ struct Options {
     connections: usize,
     bind_port: Option<u16>,
     hold: bool,
+    idle: bool,
     pause: Duration,
 }
 
@@ -37,6 +41,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
         connections: 1,
         bind_port: None,
         hold: false,
+        idle: false,
         pause: Duration::ZERO,
     };
     let mut rest = rest.iter();
@@ -49,6 +54,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
                 options.pause = Duration::from_millis(value()?.parse().map_err(|_| "bad ms")?)
             }
             "--hold" => options.hold = true,
+            "--idle" => options.idle = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -98,6 +104,15 @@ fn client(o: &Options) -> io::Result<()> {
         let mut stream = socket2_free::connect(socket, SocketAddr::new(o.addr, o.port))?;
         stream.write_all(b"hello\n")?;
         let local_port = stream.local_addr()?.port();
+        if o.idle || o.hold {
+            if o.hold {
+                stream.shutdown(std::net::Shutdown::Write)?;
+            }
+            println!("{} {local_port}", if o.hold { "holding" } else { "open" });
+            io::stdout().flush()?;
+            for _ in io::stdin().lock().lines() {}
+            continue;
+        }
         stream.shutdown(std::net::Shutdown::Write)?;
         // Wait for the server's FIN so both sides finish before we report.
         let mut rest = Vec::new();

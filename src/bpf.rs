@@ -1,6 +1,7 @@
 //! The BPF side from user space: configure, load and attach the program, read its ring buffer
 //! and its loss counters.
 
+use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
@@ -10,7 +11,10 @@ use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
 
+use nix::sched::{setns, CloneFlags};
+
 use crate::config::Filters;
+use crate::event::{self, Socket, SOCKET_RECORD_SIZE};
 use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 
 /// libbpf's warnings, kept to explain a failure when -v was not given.
@@ -157,6 +161,40 @@ impl<'obj> Tracer<'obj> {
         iter.read_to_end(&mut sink)
             .context("reading the owners of existing sockets")?;
         Ok(())
+    }
+
+    /// Every TCP socket that exists now, read by the iter/tcp program in the network namespace
+    /// `netns` (an open namespace file), or in the caller's own when None.
+    pub fn dump_sockets(&self, netns: Option<&File>) -> Result<Vec<Socket>> {
+        let link = self.skel.progs.dump_sockets.attach().map_err(|err| {
+            anyhow!(
+                "starting the BPF tcp iterator failed: {err}{}",
+                libbpf_says()
+            )
+        })?;
+        // The iterator walks the namespace of the thread that creates it.
+        let mut iter = match netns {
+            None => libbpf_rs::Iter::new(&link),
+            Some(target) => {
+                let own = File::open("/proc/thread-self/ns/net")
+                    .context("opening this thread's network namespace")?;
+                setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context(
+                    "entering the network namespace to list its sockets (needs CAP_SYS_ADMIN)",
+                )?;
+                let iter = libbpf_rs::Iter::new(&link);
+                setns(own.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .context("returning to the tool's own network namespace")?;
+                iter
+            }
+        }
+        .context("starting the BPF tcp iterator")?;
+        let mut bytes = Vec::new();
+        iter.read_to_end(&mut bytes)
+            .context("reading the sockets from the BPF tcp iterator")?;
+        bytes
+            .chunks_exact(SOCKET_RECORD_SIZE)
+            .map(event::decode_socket)
+            .collect()
     }
 
     /// A ring buffer reader that hands every record to `callback`.

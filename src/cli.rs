@@ -18,13 +18,18 @@ Examples:
   tcpstates --cgroup system.slice/nginx.service
                                     sockets of a cgroup (v2) and its children
   tcpstates -o json --duration 30s  30 s of JSON lines, one object per transition
-  tcpstates -o csv --count 100      the first 100 transitions as CSV";
+  tcpstates -o csv --count 100      the first 100 transitions as CSV
+  tcpstates --snapshot 5s           every 5 s: the connections now, per-state counts,
+                                    transitions, CLOSE_WAIT holders, TIME_WAIT patterns
+  tcpstates --snapshot 1s --count 1 -o json
+                                    one snapshot as JSON, for scripts";
 
 /// Trace TCP state transitions, live, with each socket's owning process.
 ///
 /// Prints one line per TCP state change of every socket on the host (IPv4 and IPv6), including
 /// TIME_WAIT, with the process that owns the socket, its addresses and the time spent in the old
-/// state. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF (Linux 5.8 or later).
+/// state. With --snapshot, prints instead a netstat-like table of the connections of one network
+/// namespace at every interval. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF.
 #[derive(Debug, Parser)]
 #[command(name = "tcpstates", version, after_help = EXAMPLES, max_term_width = 100)]
 pub struct Args {
@@ -76,7 +81,15 @@ pub struct Args {
     #[arg(short = 'o', long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Stop after N transitions
+    /// Instead of the stream, print what the connections are now, every INTERVAL (e.g. 1s, 5s, 1m)
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
+    pub snapshot: Option<Duration>,
+
+    /// With --snapshot: only the counts and diagnoses, without the connection table
+    #[arg(long, requires = "snapshot")]
+    pub summary: bool,
+
+    /// Stop after N transitions (with --snapshot: after N snapshots)
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
 
@@ -208,6 +221,15 @@ mod tests {
         assert_eq!(parse(&["--ring-size", "64k"]).unwrap().ring_size, 64 << 10);
         assert!(parse(&["--ring-size", "5000"]).is_err());
         assert!(parse(&["--ring-size", "1K"]).is_err());
+    }
+
+    #[test]
+    fn snapshot_takes_an_interval_and_summary_needs_it() {
+        let args = parse(&["--snapshot", "5s", "--summary"]).unwrap();
+        assert_eq!(args.snapshot, Some(Duration::from_secs(5)));
+        assert!(args.summary);
+        assert!(parse(&["--summary"]).is_err());
+        assert!(parse(&["--snapshot", "soon"]).is_err());
     }
 
     #[test]

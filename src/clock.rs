@@ -39,7 +39,6 @@ impl Clock {
     }
 
     /// CLOCK_BOOTTIME now, in ns.
-    #[cfg(test)]
     pub fn boot_now_ns() -> u64 {
         u64::try_from(nanos(ClockId::CLOCK_BOOTTIME)).unwrap_or(0)
     }

@@ -1,5 +1,6 @@
 //! Validated configuration: the only place where raw command-line options are read.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -42,10 +43,22 @@ pub struct Filters {
     pub state_mask: u32,
 }
 
+/// What the run prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every transition as it happens.
+    Live,
+    /// The connections of one namespace every `interval`.
+    Snapshot { interval: Duration, summary: bool },
+}
+
 /// Everything the run needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub mode: Mode,
     pub filters: Filters,
+    /// A file of the --netns namespace, when it was given by name or path.
+    pub netns_path: Option<PathBuf>,
     pub output: OutputFormat,
     pub timestamp: bool,
     pub wide: bool,
@@ -65,13 +78,18 @@ impl Config {
         };
         let comm = args.comm.as_deref().map(comm_filter).transpose()?;
         let cgroup = args.cgroup.as_deref().map(resolve::cgroup_id).transpose()?;
-        let netns = args
-            .netns
-            .as_deref()
-            .map(resolve::netns_inode)
-            .transpose()?;
+        let netns = args.netns.as_deref().map(resolve::netns).transpose()?;
+        let mode = match args.snapshot {
+            Some(interval) => Mode::Snapshot {
+                interval,
+                summary: args.summary,
+            },
+            None => Mode::Live,
+        };
         let state_mask = args.state.iter().fold(0, |mask, s| mask | s.mask());
         Ok(Config {
+            mode,
+            netns_path: netns.as_ref().and_then(|(_, path)| path.clone()),
             filters: Filters {
                 family,
                 local_ports: dedup(args.localport),
@@ -79,7 +97,7 @@ impl Config {
                 pid: args.pid,
                 comm,
                 cgroup,
-                netns,
+                netns: netns.map(|(inode, _)| inode),
                 state_mask,
             },
             output: args.output,

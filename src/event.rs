@@ -13,6 +13,11 @@ const EVENT_F_CGROUP_KNOWN: u8 = 1 << 1;
 
 // SAFETY: `event` is a plain C struct of integers and byte arrays; every bit pattern is valid.
 unsafe impl plain::Plain for types::event {}
+// SAFETY: as for `event`: integers and byte arrays only.
+unsafe impl plain::Plain for types::socket_record {}
+
+/// Size of one record of the iter/tcp program.
+pub const SOCKET_RECORD_SIZE: usize = std::mem::size_of::<types::socket_record>();
 
 /// The process that owns a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +95,73 @@ impl Transition {
     }
 }
 
+/// One socket as it existed when the iterator read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Socket {
+    /// CLOCK_BOOTTIME when it was read.
+    pub read_ns: u64,
+    /// CLOCK_BOOTTIME when it entered `state`, if tcpstates saw it do so.
+    pub since_ns: Option<u64>,
+    /// How long it had not sent or received when read: a lower bound of its time in `state`.
+    pub idle_ns: Option<u64>,
+    pub skaddr: u64,
+    pub twaddr: Option<u64>,
+    pub owner: Option<Owner>,
+    pub cgroup: Option<u64>,
+    pub netns: u32,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    pub state: TcpState,
+}
+
+/// Decodes one iter/tcp record.
+pub fn decode_socket(data: &[u8]) -> Result<Socket> {
+    let mut raw = types::socket_record::default();
+    if plain::copy_from_bytes(&mut raw, data).is_err() {
+        bail!("short socket record: {} bytes", data.len());
+    }
+    let (local, remote) = addresses(raw.family, &raw.saddr, &raw.daddr)?;
+    Ok(Socket {
+        read_ns: raw.read_ns,
+        since_ns: (raw.since_ns != 0).then_some(raw.since_ns),
+        idle_ns: (raw.idle_ns != 0).then_some(raw.idle_ns),
+        skaddr: raw.skaddr,
+        twaddr: (raw.twaddr != 0).then_some(raw.twaddr),
+        owner: owner(raw.flags, raw.pid, &raw.comm),
+        cgroup: (raw.flags & EVENT_F_CGROUP_KNOWN != 0).then_some(raw.cgroup),
+        netns: raw.netns,
+        local,
+        local_port: raw.sport,
+        remote,
+        remote_port: raw.dport,
+        state: state(raw.state)?,
+    })
+}
+
+fn state(n: u8) -> Result<TcpState> {
+    TcpState::from_kernel(n).ok_or_else(|| anyhow::anyhow!("unknown TCP state {n}"))
+}
+
+fn addresses(family: u16, saddr: &[u8; 16], daddr: &[u8; 16]) -> Result<(IpAddr, IpAddr)> {
+    Ok(match i32::from(family) {
+        libc::AF_INET => (ipv4(saddr), ipv4(daddr)),
+        libc::AF_INET6 => (
+            IpAddr::V6(Ipv6Addr::from(*saddr)),
+            IpAddr::V6(Ipv6Addr::from(*daddr)),
+        ),
+        family => bail!("unknown address family {family}"),
+    })
+}
+
+fn owner(flags: u8, pid: u32, comm: &[i8; 16]) -> Option<Owner> {
+    (flags & EVENT_F_OWNER_KNOWN != 0).then(|| Owner {
+        pid,
+        comm: Comm::new(&comm.map(|c| c as u8)),
+    })
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(data: &[u8]) -> Result<Transition> {
     let mut raw = types::event::default();
@@ -99,26 +171,13 @@ pub fn decode(data: &[u8]) -> Result<Transition> {
     if raw.kind != EVENT_TRANSITION {
         bail!("unknown record kind {}", raw.kind);
     }
-    let state =
-        |n: u8| TcpState::from_kernel(n).ok_or_else(|| anyhow::anyhow!("unknown TCP state {n}"));
-    let (local, remote) = match i32::from(raw.family) {
-        libc::AF_INET => (ipv4(&raw.saddr), ipv4(&raw.daddr)),
-        libc::AF_INET6 => (
-            IpAddr::V6(Ipv6Addr::from(raw.saddr)),
-            IpAddr::V6(Ipv6Addr::from(raw.daddr)),
-        ),
-        family => bail!("unknown address family {family}"),
-    };
-    let owner = (raw.flags & EVENT_F_OWNER_KNOWN != 0).then(|| Owner {
-        pid: raw.pid,
-        comm: Comm::new(&raw.comm.map(|c| c as u8)),
-    });
+    let (local, remote) = addresses(raw.family, &raw.saddr, &raw.daddr)?;
     Ok(Transition {
         ts_ns: raw.ts_ns,
         old_since_ns: (raw.prev_ts_ns != 0).then_some(raw.prev_ts_ns),
         skaddr: raw.skaddr,
         twaddr: (raw.twaddr != 0).then_some(raw.twaddr),
-        owner,
+        owner: owner(raw.flags, raw.pid, &raw.comm),
         cgroup: (raw.flags & EVENT_F_CGROUP_KNOWN != 0).then_some(raw.cgroup),
         netns: raw.netns,
         local,

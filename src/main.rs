@@ -6,11 +6,15 @@ mod clock;
 mod config;
 mod event;
 mod live;
+mod losses;
 mod preflight;
 mod render;
+mod report;
 mod resolve;
 mod sanitize;
 mod signals;
+mod snapshots;
+mod table;
 mod tcp_state;
 
 mod skel {
@@ -30,20 +34,27 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use crate::cli::Args;
-use crate::config::Config;
+use crate::config::{Config, Mode};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(err) => return usage_error(err),
     };
-    match Config::from_args(args).and_then(|config| live::run(&config)) {
+    match Config::from_args(args).and_then(|config| run(&config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tcpstates: {}", one_line(&format!("{err:#}")));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run(config: &Config) -> anyhow::Result<()> {
+    match config.mode {
+        Mode::Live => live::run(config),
+        Mode::Snapshot { interval, summary } => snapshots::run(config, interval, summary),
     }
 }
 

@@ -12,11 +12,12 @@ use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, NSFS_MAGIC};
 /// `ioctl(fd, NS_GET_NSTYPE)` from linux/nsfs.h: the CLONE_NEW* type of a namespace file.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
-/// The inode of a network namespace given as a name under /run/netns, a path, or an inode number.
-pub fn netns_inode(spec: &str) -> Result<u32> {
+/// A network namespace given as a name under /run/netns, a path, or an inode number: its inode,
+/// and the file it was found at (None for an inode number).
+pub fn netns(spec: &str) -> Result<(u32, Option<PathBuf>)> {
     if !spec.is_empty() && spec.bytes().all(|b| b.is_ascii_digit()) {
         return match spec.parse::<u32>() {
-            Ok(inode) if inode > 0 => Ok(inode),
+            Ok(inode) if inode > 0 => Ok((inode, None)),
             _ => bail!("--netns {spec}: not a namespace inode number"),
         };
     }
@@ -44,7 +45,40 @@ pub fn netns_inode(spec: &str) -> Result<u32> {
         );
     }
     let inode = file.metadata()?.ino();
-    u32::try_from(inode).with_context(|| format!("--netns {spec}: inode {inode} is out of range"))
+    let inode = u32::try_from(inode)
+        .with_context(|| format!("--netns {spec}: inode {inode} is out of range"))?;
+    Ok((inode, Some(path)))
+}
+
+/// The inode of the caller's own network namespace.
+pub fn own_netns() -> Result<u32> {
+    let inode = std::fs::metadata("/proc/thread-self/ns/net")
+        .context("reading this process's network namespace")?
+        .ino();
+    u32::try_from(inode).context("network namespace inode out of range")
+}
+
+/// A file of the network namespace with this inode: a /run/netns entry or a process's.
+pub fn find_netns(inode: u32) -> Option<PathBuf> {
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    let of_processes = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path().join("ns/net"));
+    named
+        .chain(of_processes)
+        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.ino() == u64::from(inode)))
 }
 
 /// The id of a cgroup v2 directory (its inode), given absolute or relative to the cgroup2 mount.
@@ -101,9 +135,9 @@ mod tests {
 
     #[test]
     fn inode_numbers_are_taken_as_given() {
-        assert_eq!(netns_inode("4026531840").unwrap(), 4026531840);
+        assert_eq!(netns("4026531840").unwrap(), (4026531840, None));
         assert_eq!(
-            netns_inode("0").unwrap_err().to_string(),
+            netns("0").unwrap_err().to_string(),
             "--netns 0: not a namespace inode number"
         );
     }
@@ -111,15 +145,16 @@ mod tests {
     #[test]
     fn own_network_namespace_resolves_by_path() {
         let expected = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
-        assert_eq!(
-            u64::from(netns_inode("/proc/self/ns/net").unwrap()),
-            expected
-        );
+        let (inode, path) = netns("/proc/self/ns/net").unwrap();
+        assert_eq!(u64::from(inode), expected);
+        assert_eq!(path, Some(PathBuf::from("/proc/self/ns/net")));
+        assert_eq!(u64::from(own_netns().unwrap()), expected);
+        assert!(find_netns(inode).is_some());
     }
 
     #[test]
     fn other_namespace_types_are_refused() {
-        let err = netns_inode("/proc/self/ns/uts").unwrap_err().to_string();
+        let err = netns("/proc/self/ns/uts").unwrap_err().to_string();
         assert_eq!(
             err,
             "--netns /proc/self/ns/uts: /proc/self/ns/uts is not a network namespace"
@@ -128,7 +163,7 @@ mod tests {
 
     #[test]
     fn unknown_namespace_names_say_where_they_looked() {
-        let err = netns_inode("no-such-ns-for-tcpstates").unwrap_err();
+        let err = netns("no-such-ns-for-tcpstates").unwrap_err();
         assert_eq!(
             err.to_string(),
             "--netns no-such-ns-for-tcpstates: no network namespace at \

@@ -6,8 +6,9 @@
  *   inet_sock_set_state  every state change of a full socket
  *   timer_start          a timewait socket arming its timer = TIME_WAIT takes over
  *   kmem_cache_free      a timewait socket freed = TIME_WAIT ends (expired or killed)
- * and one iterator, run once at start:
+ * and two iterators, run at start:
  *   iter/task_file       owners of the sockets that already exist, as `ss -p` finds them
+ *   iter/tcp             the sockets that exist now, for snapshots
  * The program collects; user space decodes, times and formats.
  */
 #include "vmlinux_core.h"
@@ -19,8 +20,9 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Unused; makes the skeleton generate types::event for the Rust side. */
+/* Unused; make the skeleton generate types::event and types::socket_record for the Rust side. */
 struct event event_layout = {};
+struct socket_record socket_record_layout = {};
 
 /* Filters, set by user space before load; zero means off. */
 const volatile __u16 filter_family = 0;
@@ -154,6 +156,36 @@ static __always_inline bool owner_wanted(const struct sock_info *info)
 	return true;
 }
 
+/* The filters that do not depend on the state. */
+static __always_inline bool socket_wanted(__u16 family, __u16 lport, __u16 rport, __u32 netns,
+					  const struct sock_info *info)
+{
+	if (filter_family && family != filter_family)
+		return false;
+	if (filter_netns && netns != filter_netns)
+		return false;
+	if (filter_lports && !bpf_map_lookup_elem(&lports, &lport))
+		return false;
+	if (filter_rports && !bpf_map_lookup_elem(&rports, &rport))
+		return false;
+	return owner_wanted(info);
+}
+
+/* Both addresses of a full or timewait socket, into 16-byte buffers zeroed past their length. */
+static __always_inline void read_addresses(const struct sock_common *skc, __u16 family, __u8 *saddr,
+					   __u8 *daddr)
+{
+	__builtin_memset(saddr, 0, 16);
+	__builtin_memset(daddr, 0, 16);
+	if (family == AF_INET) {
+		bpf_core_read(saddr, 4, &skc->skc_rcv_saddr);
+		bpf_core_read(daddr, 4, &skc->skc_daddr);
+	} else {
+		bpf_core_read(saddr, 16, &skc->skc_v6_rcv_saddr);
+		bpf_core_read(daddr, 16, &skc->skc_v6_daddr);
+	}
+}
+
 static __always_inline void count_lost(void)
 {
 	__u32 zero = 0;
@@ -174,17 +206,9 @@ static __always_inline void emit(const struct sock_common *skc, __be16 sport, __
 	__u32 netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	struct event *e;
 
-	if (filter_family && family != filter_family)
-		return;
-	if (filter_netns && netns != filter_netns)
-		return;
 	if (filter_states && !(filter_states & ((1u << oldstate) | (1u << newstate))))
 		return;
-	if (filter_lports && !bpf_map_lookup_elem(&lports, &lport))
-		return;
-	if (filter_rports && !bpf_map_lookup_elem(&rports, &rport))
-		return;
-	if (!owner_wanted(info))
+	if (!socket_wanted(family, lport, rport, netns, info))
 		return;
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -200,15 +224,7 @@ static __always_inline void emit(const struct sock_common *skc, __be16 sport, __
 	e->netns = netns;
 	e->pid = info->pid;
 	__builtin_memcpy(e->comm, info->comm, TASK_COMM_LEN);
-	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-	if (family == AF_INET) {
-		bpf_core_read(e->saddr, 4, &skc->skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &skc->skc_daddr);
-	} else {
-		bpf_core_read(e->saddr, 16, &skc->skc_v6_rcv_saddr);
-		bpf_core_read(e->daddr, 16, &skc->skc_v6_daddr);
-	}
+	read_addresses(skc, family, e->saddr, e->daddr);
 	e->sport = lport;
 	e->dport = rport;
 	e->family = family;
@@ -501,5 +517,64 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		listen_key_of(&key, sk);
 		bpf_map_update_elem(&listeners, &key, &info, BPF_NOEXIST);
 	}
+	return 0;
+}
+
+/*
+ * Every TCP socket of the caller's network namespace, TIME_WAIT included, keyed and owned as the
+ * live events are. Request sockets (NEW_SYN_RECV) are left out: no event follows their end.
+ */
+SEC("iter/tcp")
+int dump_sockets(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct socket_record r = {};
+	struct sock_info fresh = {};
+	struct sock_info *info;
+	__be16 sport;
+	__u64 key;
+
+	if (!skc)
+		return 0;
+	r.state = BPF_CORE_READ(skc, skc_state);
+	if (r.state == TCP_NEW_SYN_RECV)
+		return 0;
+	r.read_ns = bpf_ktime_get_boot_ns();
+	r.family = BPF_CORE_READ(skc, skc_family);
+	r.netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	r.dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	key = (__u64)skc;
+	if (r.state == TCP_TIME_WAIT) {
+		sport = BPF_CORE_READ((struct inet_timewait_sock *)skc, tw_sport);
+		info = bpf_map_lookup_elem(&tws, &key);
+		r.twaddr = key;
+		r.skaddr = info ? info->skaddr : key;
+	} else {
+		const struct sock *sk = (const struct sock *)skc;
+		__u64 mstamp_us = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp);
+		__u64 now_us = bpf_ktime_get_ns() / 1000;
+
+		sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
+		info = bpf_map_lookup_elem(&socks, &key);
+		r.skaddr = key;
+		if (r.state != TCP_LISTEN && mstamp_us && now_us > mstamp_us)
+			r.idle_ns = (now_us - mstamp_us) * 1000;
+		if (!info) {
+			set_cgroup(&fresh, sk);
+			info = &fresh;
+		}
+	}
+	if (!info)
+		info = &fresh;
+	r.sport = bpf_ntohs(sport);
+	if (!socket_wanted(r.family, r.sport, r.dport, r.netns, info))
+		return 0;
+	r.since_ns = info->ts_ns;
+	r.cgroup = info->cgroup;
+	r.pid = info->pid;
+	__builtin_memcpy(r.comm, info->comm, TASK_COMM_LEN);
+	r.flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
+	read_addresses(skc, r.family, r.saddr, r.daddr);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

@@ -34,4 +34,24 @@ struct event {
 	__u8 pad[6];
 };
 
+/* One existing socket as the iter/tcp program finds it. */
+struct socket_record {
+	__u64 read_ns;  /* CLOCK_BOOTTIME when it was read */
+	__u64 since_ns; /* CLOCK_BOOTTIME when it entered its state; 0 = unknown */
+	__u64 idle_ns;  /* time since it last sent or received; 0 = unknown */
+	__u64 skaddr;   /* as in struct event */
+	__u64 twaddr;   /* the timewait socket, for TIME_WAIT; else 0 */
+	__u64 cgroup;
+	__u32 netns;
+	__u32 pid;
+	char comm[TASK_COMM_LEN];
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 state;
+	__u8 flags; /* EVENT_F_* */
+};
+
 #endif /* TCPSTATES_H */

@@ -154,7 +154,20 @@ struct task_struct {
 	char comm[16];
 };
 
-struct bpf_iter_meta;
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+};
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+};
+
+struct tcp_sock {
+	__u64 tcp_mstamp; /* CLOCK_MONOTONIC in us of the last send or receive */
+};
 
 struct bpf_iter__task_file {
 	struct bpf_iter_meta *meta;

@@ -3,6 +3,7 @@
 mod csv;
 mod json;
 mod record;
+pub mod snapshot;
 mod text;
 
 use crate::cli::OutputFormat;

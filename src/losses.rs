@@ -1,0 +1,106 @@
+//! Accounting of events the kernel could not deliver: ring buffer full, or BPF runs skipped.
+
+use anyhow::Result;
+
+use crate::bpf::{RecursionMisses, Tracer};
+use crate::render::LostReason;
+
+/// Totals since start; `update` returns what is new since the previous call.
+#[derive(Debug, Default)]
+pub struct Losses {
+    ring_drops: u64,
+    misses: RecursionMisses,
+}
+
+impl Losses {
+    /// Reads the kernel's counters and returns the losses new since the last call.
+    pub fn update(&mut self, tracer: &Tracer<'_>) -> Result<[(u64, LostReason); 2]> {
+        let drops = tracer.ring_buffer_drops()?;
+        let misses = tracer.recursion_misses();
+        Ok(self.advance(drops, misses))
+    }
+
+    fn advance(&mut self, drops: u64, misses: RecursionMisses) -> [(u64, LostReason); 2] {
+        let new = [
+            (
+                drops.saturating_sub(self.ring_drops),
+                LostReason::RingBufferFull,
+            ),
+            (
+                misses.set_state.saturating_sub(self.misses.set_state),
+                LostReason::BpfRecursion,
+            ),
+        ];
+        self.ring_drops = drops;
+        self.misses = misses;
+        new
+    }
+
+    /// Transitions lost since start.
+    pub fn total(&self) -> u64 {
+        self.ring_drops + self.misses.set_state
+    }
+
+    /// `N lost` and, if any, their kinds and the skipped TIME_WAIT hook runs.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} lost", self.total());
+        if self.total() > 0 {
+            text.push_str(&format!(
+                " ({} ring buffer full, {} BPF recursion)",
+                self.ring_drops, self.misses.set_state
+            ));
+        }
+        if self.misses.timewait > 0 {
+            text.push_str(&format!(
+                "; the kernel skipped {} nested runs of the TIME_WAIT hooks (a TIME_WAIT \
+                 transition may be missing)",
+                self.misses.timewait
+            ));
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_only_what_is_new_and_describes_totals() {
+        let mut losses = Losses::default();
+        assert_eq!(losses.describe(), "0 lost");
+        let new = losses.advance(
+            3,
+            RecursionMisses {
+                set_state: 2,
+                timewait: 1,
+            },
+        );
+        assert_eq!(
+            new,
+            [
+                (3, LostReason::RingBufferFull),
+                (2, LostReason::BpfRecursion)
+            ]
+        );
+        let new = losses.advance(
+            4,
+            RecursionMisses {
+                set_state: 2,
+                timewait: 1,
+            },
+        );
+        assert_eq!(
+            new,
+            [
+                (1, LostReason::RingBufferFull),
+                (0, LostReason::BpfRecursion)
+            ]
+        );
+        assert_eq!(
+            losses.describe(),
+            "6 lost (4 ring buffer full, 2 BPF recursion); the kernel skipped 1 nested runs of \
+             the TIME_WAIT hooks (a TIME_WAIT transition may be missing)"
+        );
+    }
+}

@@ -1,0 +1,593 @@
+//! Snapshot renderers: a netstat-like text table, JSON lines and CSV rows.
+
+use std::io::Write;
+
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use super::record::Rfc3339Micros;
+use crate::report::{endpoint, Grouping, Holder, Pattern, Report};
+use crate::sanitize;
+use crate::table::{Age, Conn};
+use crate::tcp_state::TcpState;
+
+/// One output format for snapshots.
+pub trait SnapshotRenderer {
+    fn snapshot(&mut self, out: &mut Vec<u8>, report: &Report<'_>);
+}
+
+/// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h07m`, `3d04h`.
+pub fn short_duration(ns: u64) -> String {
+    let ms = ns / 1_000_000;
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{}.{}s", s, ms % 1000 / 100),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        _ => format!("{}d{:02}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+fn age_text(age: Option<Age>) -> String {
+    match age {
+        Some(Age::InState(ns)) => short_duration(ns),
+        Some(Age::Idle(ns)) => format!("idle {}", short_duration(ns)),
+        None => "-".to_string(),
+    }
+}
+
+fn owner_text(owner: Option<crate::event::Owner>) -> String {
+    owner.map_or("-".to_string(), |o| {
+        format!("{}/{}", o.pid, sanitize::escape(o.comm.as_bytes()))
+    })
+}
+
+fn foreign(c: &Conn) -> String {
+    if c.state == TcpState::Listen {
+        match c.remote {
+            std::net::IpAddr::V4(_) => "0.0.0.0:*".to_string(),
+            std::net::IpAddr::V6(_) => "[::]:*".to_string(),
+        }
+    } else {
+        endpoint(c.remote, c.remote_port)
+    }
+}
+
+fn state_color(state: TcpState) -> Option<Color> {
+    match state {
+        TcpState::Established => Some(Color::Green),
+        TcpState::Listen => Some(Color::Blue),
+        TcpState::CloseWait => Some(Color::Red),
+        TcpState::TimeWait | TcpState::FinWait2 => Some(Color::Yellow),
+        _ => None,
+    }
+}
+
+/// Text: a header line, the table, the interval's transitions and the diagnoses.
+pub struct SnapshotText {
+    /// On a terminal: comfy-table borders; otherwise plain aligned columns.
+    terminal: bool,
+    color: bool,
+    summary: bool,
+}
+
+impl SnapshotText {
+    pub fn new(terminal: bool, color: bool, summary: bool) -> SnapshotText {
+        SnapshotText {
+            terminal,
+            color,
+            summary,
+        }
+    }
+
+    fn table(&self, out: &mut Vec<u8>, report: &Report<'_>) {
+        const HEADER: [&str; 6] = [
+            "Proto",
+            "Local Address",
+            "Foreign Address",
+            "State",
+            "PID/Program name",
+            "In state",
+        ];
+        let rows: Vec<[String; 6]> = report
+            .conns
+            .iter()
+            .map(|c| {
+                [
+                    if c.is_ipv6() { "tcp6" } else { "tcp" }.to_string(),
+                    endpoint(c.local, c.local_port),
+                    foreign(c),
+                    c.state.name().to_string(),
+                    owner_text(c.owner),
+                    age_text(c.age(report.now_ns)),
+                ]
+            })
+            .collect();
+        if self.terminal {
+            let mut table = Table::new();
+            table
+                .load_style(presets::UTF8_FULL_CONDENSED)
+                .set_content_arrangement(ContentArrangement::Disabled)
+                .set_header(HEADER);
+            for (row, conn) in rows.into_iter().zip(&report.conns) {
+                let mut cells: Vec<Cell> = row.into_iter().map(Cell::new).collect();
+                if let (true, Some(color)) = (self.color, state_color(conn.state)) {
+                    cells[3] = Cell::new(conn.state.name()).fg(color);
+                }
+                table.add_row(cells);
+            }
+            if !self.color {
+                table.force_no_tty();
+            } else {
+                table.enforce_styling();
+            }
+            let _ = writeln!(out, "{table}");
+            return;
+        }
+        let mut widths = HEADER.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut line = |cells: &[&str]| {
+            let mut text = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    text.push_str(cell);
+                } else {
+                    text.push_str(&format!("{:<width$}  ", cell, width = widths[i]));
+                }
+            }
+            let _ = writeln!(out, "{}", text.trim_end());
+        };
+        line(&HEADER);
+        for row in &rows {
+            line(&row.each_ref().map(String::as_str));
+        }
+    }
+}
+
+fn pattern_text(name: &str, pattern: &Pattern) -> String {
+    let by = match pattern.by {
+        Grouping::RemoteEndpoint => "remote endpoint",
+        Grouping::LocalPort => "local port",
+    };
+    let groups: Vec<String> = pattern
+        .groups
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    format!("{name} by {by}: {}", groups.join(", "))
+}
+
+impl SnapshotRenderer for SnapshotText {
+    fn snapshot(&mut self, out: &mut Vec<u8>, r: &Report<'_>) {
+        let counts: Vec<String> = r.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "{}  {} socket{}{}{}  lost {}",
+            humantime::format_rfc3339_seconds(r.time),
+            r.total(),
+            if r.total() == 1 { "" } else { "s" },
+            if counts.is_empty() { "" } else { ": " },
+            counts.join(", "),
+            r.lost
+        );
+        if !self.summary {
+            self.table(out, r);
+        }
+        let transitions: Vec<String> = r
+            .transitions
+            .iter()
+            .map(|((a, b), n)| format!("{a}->{b} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Transitions in the last {}: {}",
+            humantime::format_duration(r.interval),
+            if transitions.is_empty() {
+                "none".to_string()
+            } else {
+                transitions.join(", ")
+            }
+        );
+        if !r.close_wait.is_empty() {
+            let holders: Vec<String> = r
+                .close_wait
+                .iter()
+                .map(|h| {
+                    let oldest = h.oldest.map_or(String::new(), |a| {
+                        format!(" (oldest {})", age_text(Some(a)))
+                    });
+                    format!("{} {}{}", owner_text(h.owner), h.count, oldest)
+                })
+                .collect();
+            let _ = writeln!(out, "CLOSE_WAIT held by: {}", holders.join(", "));
+        }
+        for (name, pattern) in [("TIME_WAIT", &r.time_wait), ("FIN_WAIT2", &r.fin_wait2)] {
+            if let Some(p) = pattern {
+                let _ = writeln!(out, "{}", pattern_text(name, p));
+            }
+        }
+        let _ = writeln!(out);
+    }
+}
+
+/// Milliseconds with microsecond resolution, as in the transition records.
+fn ms(ns: u64) -> f64 {
+    (ns / 1_000) as f64 / 1_000.0
+}
+
+/// A connection's fields in JSON and CSV.
+#[derive(Serialize)]
+struct ConnRecord<'a> {
+    family: &'static str,
+    laddr: std::net::IpAddr,
+    lport: u16,
+    raddr: std::net::IpAddr,
+    rport: u16,
+    state: &'static str,
+    pid: Option<u32>,
+    comm: Option<std::borrow::Cow<'a, str>>,
+    /// Time in the current state, when it was seen entering it.
+    since_ms: Option<f64>,
+    /// For sockets older than the tool: time since they last sent or received (a lower bound).
+    idle_ms: Option<f64>,
+    netns: u32,
+    cgroup: u64,
+}
+
+impl<'a> ConnRecord<'a> {
+    fn new(c: &'a Conn, now_ns: u64) -> ConnRecord<'a> {
+        let age = c.age(now_ns);
+        ConnRecord {
+            family: if c.is_ipv6() { "ipv6" } else { "ipv4" },
+            laddr: c.local,
+            lport: c.local_port,
+            raddr: c.remote,
+            rport: c.remote_port,
+            state: c.state.name(),
+            pid: c.owner.map(|o| o.pid),
+            comm: c
+                .owner
+                .as_ref()
+                .map(|o| sanitize::escape(o.comm.as_bytes())),
+            since_ms: match age {
+                Some(Age::InState(ns)) => Some(ms(ns)),
+                _ => None,
+            },
+            idle_ms: match age {
+                Some(Age::Idle(ns)) => Some(ms(ns)),
+                _ => None,
+            },
+            netns: c.netns,
+            cgroup: c.cgroup.unwrap_or(0),
+        }
+    }
+}
+
+/// Per-state counts in kernel state order.
+struct Counts<'a>(&'a std::collections::BTreeMap<TcpState, u64>);
+
+impl Serialize for Counts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (state, n) in self.0 {
+            map.serialize_entry(state.name(), n)?;
+        }
+        map.end()
+    }
+}
+
+/// Transition counts keyed `OLD->NEW`.
+struct TransitionCounts<'a>(&'a std::collections::BTreeMap<(TcpState, TcpState), u64>);
+
+impl Serialize for TransitionCounts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for ((a, b), n) in self.0 {
+            map.serialize_entry(&format!("{a}->{b}"), n)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct HolderRecord<'a> {
+    pid: Option<u32>,
+    comm: Option<std::borrow::Cow<'a, str>>,
+    count: u64,
+    oldest_ms: Option<f64>,
+    /// True when `oldest_ms` is an idle time (socket older than the tool), a lower bound.
+    oldest_is_idle: bool,
+}
+
+impl<'a> HolderRecord<'a> {
+    fn new(h: &'a Holder) -> HolderRecord<'a> {
+        HolderRecord {
+            pid: h.owner.map(|o| o.pid),
+            comm: h
+                .owner
+                .as_ref()
+                .map(|o| sanitize::escape(o.comm.as_bytes())),
+            count: h.count,
+            oldest_ms: h.oldest.map(|a| ms(a.ns())),
+            oldest_is_idle: matches!(h.oldest, Some(Age::Idle(_))),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PatternRecord<'a> {
+    by: &'static str,
+    top: Vec<GroupRecord<'a>>,
+}
+
+#[derive(Serialize)]
+struct GroupRecord<'a> {
+    key: &'a str,
+    count: u64,
+}
+
+impl<'a> PatternRecord<'a> {
+    fn new(p: &'a Pattern) -> PatternRecord<'a> {
+        PatternRecord {
+            by: match p.by {
+                Grouping::RemoteEndpoint => "remote_endpoint",
+                Grouping::LocalPort => "local_port",
+            },
+            top: p
+                .groups
+                .iter()
+                .map(|(key, count)| GroupRecord { key, count: *count })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SnapshotRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    time: Rfc3339Micros,
+    interval_ms: u128,
+    counts: Counts<'a>,
+    transitions: TransitionCounts<'a>,
+    lost: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<Vec<ConnRecord<'a>>>,
+    close_wait: Vec<HolderRecord<'a>>,
+    time_wait: Option<PatternRecord<'a>>,
+    fin_wait2: Option<PatternRecord<'a>>,
+}
+
+/// JSON: one object per snapshot per line.
+pub struct SnapshotJson {
+    summary: bool,
+}
+
+impl SnapshotJson {
+    pub fn new(summary: bool) -> SnapshotJson {
+        SnapshotJson { summary }
+    }
+}
+
+impl SnapshotRenderer for SnapshotJson {
+    fn snapshot(&mut self, out: &mut Vec<u8>, r: &Report<'_>) {
+        let record = SnapshotRecord {
+            kind: "snapshot",
+            time: Rfc3339Micros(r.time),
+            interval_ms: r.interval.as_millis(),
+            counts: Counts(&r.counts),
+            transitions: TransitionCounts(&r.transitions),
+            lost: r.lost,
+            connections: (!self.summary).then(|| {
+                r.conns
+                    .iter()
+                    .map(|c| ConnRecord::new(c, r.now_ns))
+                    .collect()
+            }),
+            close_wait: r.close_wait.iter().map(HolderRecord::new).collect(),
+            time_wait: r.time_wait.as_ref().map(PatternRecord::new),
+            fin_wait2: r.fin_wait2.as_ref().map(PatternRecord::new),
+        };
+        if serde_json::to_writer(&mut *out, &record).is_ok() {
+            out.push(b'\n');
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CsvRow<'a> {
+    time: &'a str,
+    family: &'static str,
+    laddr: std::net::IpAddr,
+    lport: u16,
+    raddr: std::net::IpAddr,
+    rport: u16,
+    state: &'static str,
+    pid: Option<u32>,
+    comm: Option<std::borrow::Cow<'a, str>>,
+    since_ms: Option<f64>,
+    idle_ms: Option<f64>,
+    netns: u32,
+    cgroup: u64,
+}
+
+/// CSV: one row per connection per snapshot, the snapshot's time first.
+pub struct SnapshotCsv {
+    header_written: bool,
+}
+
+impl SnapshotCsv {
+    pub fn new() -> SnapshotCsv {
+        SnapshotCsv {
+            header_written: false,
+        }
+    }
+}
+
+impl SnapshotRenderer for SnapshotCsv {
+    fn snapshot(&mut self, out: &mut Vec<u8>, r: &Report<'_>) {
+        let time = humantime::format_rfc3339_micros(r.time).to_string();
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(!self.header_written)
+            .from_writer(&mut *out);
+        for c in &r.conns {
+            let rec = ConnRecord::new(c, r.now_ns);
+            let row = CsvRow {
+                time: &time,
+                family: rec.family,
+                laddr: rec.laddr,
+                lport: rec.lport,
+                raddr: rec.raddr,
+                rport: rec.rport,
+                state: rec.state,
+                pid: rec.pid,
+                comm: rec.comm,
+                since_ms: rec.since_ms,
+                idle_ms: rec.idle_ms,
+                netns: rec.netns,
+                cgroup: rec.cgroup,
+            };
+            if writer.serialize(row).is_err() {
+                return;
+            }
+            self.header_written = true;
+        }
+        let _ = writer.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::{socket, transition};
+    use crate::table::ConnTable;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, UNIX_EPOCH};
+    use TcpState::*;
+
+    fn table() -> ConnTable {
+        let mut t = ConnTable::new(0);
+        let mut listen = transition(1, Close, Listen, 1_000_000_000);
+        listen.remote = "0.0.0.0".parse().unwrap();
+        listen.remote_port = 0;
+        t.apply(&listen);
+        t.apply(&transition(2, Established, CloseWait, 2_000_000_000));
+        let mut old = socket(3, Established, 1_000_000_000);
+        old.local = "::1".parse().unwrap();
+        old.remote = "::1".parse().unwrap();
+        old.idle_ns = Some(61_000_000_000);
+        t.seed([old]);
+        t
+    }
+
+    fn report(t: &ConnTable) -> Report<'_> {
+        let mut transitions = BTreeMap::new();
+        transitions.insert((Established, CloseWait), 1);
+        Report::new(
+            t,
+            transitions,
+            0,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            14_500_000_000,
+            Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short_duration(850_000_000), "850ms");
+        assert_eq!(short_duration(12_345_000_000), "12.3s");
+        assert_eq!(short_duration(245_000_000_000), "4m05s");
+        assert_eq!(short_duration(7_620_000_000_000), "2h07m");
+        assert_eq!(short_duration(273_600_000_000_000), "3d04h");
+    }
+
+    #[test]
+    fn piped_text_golden() {
+        let t = table();
+        let mut out = Vec::new();
+        SnapshotText::new(false, false, false).snapshot(&mut out, &report(&t));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2023-11-14T22:13:20Z  3 sockets: ESTABLISHED 1, CLOSE_WAIT 1, LISTEN 1  lost 0\n\
+             Proto  Local Address  Foreign Address  State        PID/Program name  In state\n\
+             tcp    127.0.0.1:80   0.0.0.0:*        LISTEN       10/srv            13.5s\n\
+             tcp6   [::1]:80       [::1]:5000       ESTABLISHED  -                 idle 1m14s\n\
+             tcp    127.0.0.1:80   127.0.0.2:5000   CLOSE_WAIT   10/srv            12.5s\n\
+             Transitions in the last 5s: ESTABLISHED->CLOSE_WAIT 1\n\
+             CLOSE_WAIT held by: 10/srv 1 (oldest 12.5s)\n\
+             \n"
+        );
+    }
+
+    #[test]
+    fn summary_text_has_no_table() {
+        let t = table();
+        let mut out = Vec::new();
+        SnapshotText::new(false, false, true).snapshot(&mut out, &report(&t));
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("Proto"));
+        assert!(text.starts_with("2023-11-14T22:13:20Z  3 sockets: "));
+    }
+
+    #[test]
+    fn terminal_text_uses_a_table_and_colour_only_when_asked() {
+        let t = table();
+        let mut plain = Vec::new();
+        SnapshotText::new(true, false, false).snapshot(&mut plain, &report(&t));
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(plain.contains("│ tcp6  ┆ [::1]:80"), "{plain}");
+        assert!(!plain.contains('\x1b'));
+        let mut colored = Vec::new();
+        SnapshotText::new(true, true, false).snapshot(&mut colored, &report(&t));
+        assert!(String::from_utf8(colored).unwrap().contains('\x1b'));
+    }
+
+    #[test]
+    fn json_golden() {
+        let t = table();
+        let mut out = Vec::new();
+        SnapshotJson::new(false).snapshot(&mut out, &report(&t));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            concat!(
+                r#"{"type":"snapshot","time":"2023-11-14T22:13:20.000000Z","interval_ms":5000,"#,
+                r#""counts":{"ESTABLISHED":1,"CLOSE_WAIT":1,"LISTEN":1},"#,
+                r#""transitions":{"ESTABLISHED->CLOSE_WAIT":1},"lost":0,"connections":["#,
+                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"0.0.0.0","rport":0,"state":"LISTEN","pid":10,"comm":"srv","since_ms":13500.0,"idle_ms":null,"netns":7,"cgroup":1},"#,
+                r#"{"family":"ipv6","laddr":"::1","lport":80,"raddr":"::1","rport":5000,"state":"ESTABLISHED","pid":null,"comm":null,"since_ms":null,"idle_ms":74500.0,"netns":7,"cgroup":1},"#,
+                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.2","rport":5000,"state":"CLOSE_WAIT","pid":10,"comm":"srv","since_ms":12500.0,"idle_ms":null,"netns":7,"cgroup":1}],"#,
+                r#""close_wait":[{"pid":10,"comm":"srv","count":1,"oldest_ms":12500.0,"oldest_is_idle":false}],"#,
+                r#""time_wait":null,"fin_wait2":null}"#,
+                "\n"
+            )
+        );
+    }
+
+    #[test]
+    fn csv_golden() {
+        let t = table();
+        let mut renderer = SnapshotCsv::new();
+        let mut out = Vec::new();
+        renderer.snapshot(&mut out, &report(&t));
+        renderer.snapshot(&mut out, &report(&t));
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 7, "one header, then three rows per snapshot");
+        assert_eq!(
+            lines[0],
+            "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup"
+        );
+        assert_eq!(
+            lines[2],
+            "2023-11-14T22:13:20.000000Z,ipv6,::1,80,::1,5000,ESTABLISHED,,,,74500.0,7,1"
+        );
+        assert_eq!(lines[4], lines[1]);
+    }
+}

@@ -1,0 +1,240 @@
+//! What one snapshot says: per-state counts, the connections, the interval's transitions, and
+//! the answers to an operator's usual questions (who holds CLOSE_WAIT, where TIME_WAIT piles up).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use crate::event::Owner;
+use crate::table::{Age, Conn, ConnTable};
+use crate::tcp_state::TcpState;
+
+/// How many groups a pattern lists.
+const TOP: usize = 5;
+
+/// Processes holding CLOSE_WAIT sockets: the peer closed, the process did not (a leak, if it grows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Holder {
+    pub owner: Option<Owner>,
+    pub count: u64,
+    pub oldest: Option<Age>,
+}
+
+/// How sockets of one state are grouped best.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    RemoteEndpoint,
+    LocalPort,
+}
+
+/// Where the sockets of one state concentrate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pattern {
+    pub by: Grouping,
+    /// The largest groups first, at most five: endpoint or port, and count.
+    pub groups: Vec<(String, u64)>,
+}
+
+pub struct Report<'a> {
+    pub time: SystemTime,
+    pub now_ns: u64,
+    pub interval: Duration,
+    pub counts: BTreeMap<TcpState, u64>,
+    pub transitions: BTreeMap<(TcpState, TcpState), u64>,
+    pub lost: u64,
+    /// Sorted: LISTEN first, then by state, local and remote address.
+    pub conns: Vec<&'a Conn>,
+    pub close_wait: Vec<Holder>,
+    pub time_wait: Option<Pattern>,
+    pub fin_wait2: Option<Pattern>,
+}
+
+impl<'a> Report<'a> {
+    /// The report of `table` at boot time `now_ns`, with the transitions counted in the interval.
+    pub fn new(
+        table: &'a ConnTable,
+        transitions: BTreeMap<(TcpState, TcpState), u64>,
+        lost: u64,
+        time: SystemTime,
+        now_ns: u64,
+        interval: Duration,
+    ) -> Report<'a> {
+        let mut conns: Vec<&Conn> = table.conns().collect();
+        conns.sort_by(|a, b| {
+            let order = |c: &Conn| (c.state != TcpState::Listen, c.state);
+            (order(a), a.local, a.local_port, a.remote, a.remote_port).cmp(&(
+                order(b),
+                b.local,
+                b.local_port,
+                b.remote,
+                b.remote_port,
+            ))
+        });
+        let mut counts = BTreeMap::new();
+        for c in &conns {
+            *counts.entry(c.state).or_insert(0) += 1;
+        }
+        Report {
+            time,
+            now_ns,
+            interval,
+            counts,
+            transitions,
+            lost,
+            close_wait: close_wait_holders(&conns, now_ns),
+            time_wait: pattern(&conns, TcpState::TimeWait),
+            fin_wait2: pattern(&conns, TcpState::FinWait2),
+            conns,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
+fn close_wait_holders(conns: &[&Conn], now_ns: u64) -> Vec<Holder> {
+    let mut by_owner: HashMap<Option<u32>, Holder> = HashMap::new();
+    for c in conns.iter().filter(|c| c.state == TcpState::CloseWait) {
+        let holder = by_owner.entry(c.owner.map(|o| o.pid)).or_insert(Holder {
+            owner: c.owner,
+            count: 0,
+            oldest: None,
+        });
+        holder.count += 1;
+        if let Some(age) = c.age(now_ns) {
+            if holder.oldest.is_none_or(|old| age.ns() > old.ns()) {
+                holder.oldest = Some(age);
+            }
+        }
+    }
+    let mut holders: Vec<Holder> = by_owner.into_values().collect();
+    holders.sort_by(|a, b| (b.count, b.oldest.map(Age::ns)).cmp(&(a.count, a.oldest.map(Age::ns))));
+    holders
+}
+
+/// Groups sockets of `state` by remote endpoint and by local port, and keeps the grouping whose
+/// largest group is bigger: many to one server, or many into one service.
+fn pattern(conns: &[&Conn], state: TcpState) -> Option<Pattern> {
+    let matching: Vec<&&Conn> = conns.iter().filter(|c| c.state == state).collect();
+    if matching.is_empty() {
+        return None;
+    }
+    let top = |key: &dyn Fn(&Conn) -> String| -> Vec<(String, u64)> {
+        let mut groups: HashMap<String, u64> = HashMap::new();
+        for c in &matching {
+            *groups.entry(key(c)).or_default() += 1;
+        }
+        let mut groups: Vec<(String, u64)> = groups.into_iter().collect();
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        groups.truncate(TOP);
+        groups
+    };
+    let remote = top(&|c| endpoint(c.remote, c.remote_port));
+    let local = top(&|c| c.local_port.to_string());
+    let (by, groups) = if local[0].1 > remote[0].1 {
+        (Grouping::LocalPort, local)
+    } else {
+        (Grouping::RemoteEndpoint, remote)
+    };
+    Some(Pattern { by, groups })
+}
+
+/// `addr:port`, with brackets around IPv6 addresses as `ss` writes them.
+pub fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(addr, port).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Comm;
+    use crate::table::tests::{socket, transition};
+    use TcpState::*;
+
+    #[test]
+    fn counts_order_and_leaks() {
+        let mut table = ConnTable::new(0);
+        table.apply(&transition(1, Close, Listen, 0));
+        // Two CLOSE_WAIT sockets of pid 10 (seen entering), one of an unknown owner (seeded).
+        for (sk, port) in [(2, 5001), (3, 5002)] {
+            let mut t = transition(sk, Established, CloseWait, 1_000 * sk);
+            t.remote_port = port;
+            table.apply(&t);
+        }
+        table.seed([socket(4, CloseWait, 1_000)]);
+        let report = Report::new(
+            &table,
+            BTreeMap::new(),
+            0,
+            SystemTime::UNIX_EPOCH,
+            10_000,
+            Duration::from_secs(5),
+        );
+        assert_eq!(report.total(), 4);
+        assert_eq!(report.counts[&CloseWait], 3);
+        assert_eq!(report.conns[0].state, Listen, "listeners come first");
+        assert_eq!(
+            report.close_wait,
+            vec![
+                Holder {
+                    owner: Some(Owner {
+                        pid: 10,
+                        comm: Comm::new(b"srv")
+                    }),
+                    count: 2,
+                    oldest: Some(Age::InState(8_000)),
+                },
+                Holder {
+                    owner: None,
+                    count: 1,
+                    oldest: Some(Age::Idle(11_000))
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn patterns_pick_the_grouping_that_concentrates() {
+        let mut table = ConnTable::new(0);
+        // Three TIME_WAIT to one remote endpoint from different local ports.
+        for (sk, lport) in [(1, 40001), (2, 40002), (3, 40003)] {
+            let mut t = transition(sk, FinWait2, TimeWait, 10);
+            t.twaddr = Some(100 + sk);
+            t.local_port = lport;
+            table.apply(&t);
+        }
+        // Two FIN_WAIT2 into local port 80 from different clients.
+        for (sk, rport) in [(4, 6001), (5, 6002)] {
+            let mut t = transition(sk, FinWait1, FinWait2, 10);
+            t.remote_port = rport;
+            table.apply(&t);
+        }
+        let report = Report::new(
+            &table,
+            BTreeMap::new(),
+            0,
+            SystemTime::UNIX_EPOCH,
+            20,
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            report.time_wait,
+            Some(Pattern {
+                by: Grouping::RemoteEndpoint,
+                groups: vec![("127.0.0.2:5000".into(), 3)]
+            })
+        );
+        assert_eq!(
+            report.fin_wait2,
+            Some(Pattern {
+                by: Grouping::LocalPort,
+                groups: vec![("80".into(), 2)]
+            })
+        );
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        assert_eq!(endpoint("::1".parse().unwrap(), 443), "[::1]:443");
+    }
+}

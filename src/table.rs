@@ -1,0 +1,309 @@
+//! The live connection table: seeded once from the sockets that exist, then kept current by the
+//! transition stream, so no re-scan is needed between snapshots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use crate::event::{Owner, Socket, Transition};
+use crate::tcp_state::TcpState;
+
+/// How long a connection has been in its state, as far as is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Age {
+    /// Seen entering the state: exact.
+    InState(u64),
+    /// Existed before tracing: at least this long without sending or receiving.
+    Idle(u64),
+}
+
+impl Age {
+    pub fn ns(self) -> u64 {
+        match self {
+            Age::InState(ns) | Age::Idle(ns) => ns,
+        }
+    }
+}
+
+/// One socket in the table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conn {
+    pub skaddr: u64,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    pub state: TcpState,
+    pub owner: Option<Owner>,
+    pub cgroup: Option<u64>,
+    pub netns: u32,
+    /// CLOCK_BOOTTIME when it entered `state`, if seen.
+    pub since_ns: Option<u64>,
+    /// For sockets read by the iterator: idle time and when it was read.
+    idle: Option<(u64, u64)>,
+    /// When the iterator read it (0 if an event created it): older events are already reflected.
+    read_ns: u64,
+}
+
+impl Conn {
+    /// Its age at boot time `now_ns`: exact if seen entering the state, else a lower bound.
+    pub fn age(&self, now_ns: u64) -> Option<Age> {
+        match (self.since_ns, self.idle) {
+            (Some(since), _) => Some(Age::InState(now_ns.saturating_sub(since))),
+            (None, Some((idle, read))) => Some(Age::Idle(idle + now_ns.saturating_sub(read))),
+            (None, None) => None,
+        }
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+}
+
+/// Sockets keyed by their kernel object (the timewait socket for TIME_WAIT), plus the
+/// transitions counted since the last snapshot.
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    conns: HashMap<u64, Conn>,
+    transitions: BTreeMap<(TcpState, TcpState), u64>,
+    /// Only sockets in these states are kept (bit per state); 0 keeps all.
+    state_mask: u32,
+}
+
+impl ConnTable {
+    pub fn new(state_mask: u32) -> ConnTable {
+        ConnTable {
+            state_mask,
+            ..ConnTable::default()
+        }
+    }
+
+    fn keeps(&self, state: TcpState) -> bool {
+        self.state_mask == 0 || self.state_mask & state.mask() != 0
+    }
+
+    /// Adds the sockets that exist now.
+    pub fn seed(&mut self, sockets: impl IntoIterator<Item = Socket>) {
+        for s in sockets {
+            if !self.keeps(s.state) {
+                continue;
+            }
+            let key = s.twaddr.unwrap_or(s.skaddr);
+            self.conns.insert(
+                key,
+                Conn {
+                    skaddr: s.skaddr,
+                    local: s.local,
+                    local_port: s.local_port,
+                    remote: s.remote,
+                    remote_port: s.remote_port,
+                    state: s.state,
+                    owner: s.owner,
+                    cgroup: s.cgroup,
+                    netns: s.netns,
+                    since_ns: s.since_ns,
+                    idle: s.idle_ns.map(|idle| (idle, s.read_ns)),
+                    read_ns: s.read_ns,
+                },
+            );
+        }
+    }
+
+    /// Applies one transition and counts it.
+    pub fn apply(&mut self, t: &Transition) {
+        *self.transitions.entry((t.old, t.new)).or_default() += 1;
+        // The socket left the full-socket table, to TIME_WAIT or for good.
+        if t.new == TcpState::TimeWait || (t.new == TcpState::Close && t.twaddr.is_none()) {
+            self.remove_unless_newer(t.skaddr, t.ts_ns);
+        }
+        match (t.new, t.twaddr) {
+            (TcpState::Close, Some(tw)) => self.remove_unless_newer(tw, t.ts_ns),
+            (TcpState::Close, None) => {}
+            (_, key) => self.upsert(key.unwrap_or(t.skaddr), t),
+        }
+    }
+
+    /// A socket read by the iterator after `ts_ns` already shows the effect of older events;
+    /// an entry at a reused address must not be removed by its predecessor's close.
+    fn remove_unless_newer(&mut self, key: u64, ts_ns: u64) {
+        if self.conns.get(&key).is_some_and(|c| c.read_ns <= ts_ns) {
+            self.conns.remove(&key);
+        }
+    }
+
+    fn upsert(&mut self, key: u64, t: &Transition) {
+        if !self.keeps(t.new) {
+            self.conns.remove(&key);
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(&key) {
+            if conn.read_ns > t.ts_ns {
+                return;
+            }
+            conn.state = t.new;
+            conn.since_ns = Some(t.ts_ns);
+            conn.idle = None;
+            conn.local = t.local;
+            conn.local_port = t.local_port;
+            conn.remote = t.remote;
+            conn.remote_port = t.remote_port;
+            conn.skaddr = t.skaddr;
+            if t.owner.is_some() {
+                conn.owner = t.owner;
+            }
+            if t.cgroup.is_some() {
+                conn.cgroup = t.cgroup;
+            }
+            return;
+        }
+        self.conns.insert(
+            key,
+            Conn {
+                skaddr: t.skaddr,
+                local: t.local,
+                local_port: t.local_port,
+                remote: t.remote,
+                remote_port: t.remote_port,
+                state: t.new,
+                owner: t.owner,
+                cgroup: t.cgroup,
+                netns: t.netns,
+                since_ns: Some(t.ts_ns),
+                idle: None,
+                read_ns: 0,
+            },
+        );
+    }
+
+    /// The transitions counted since the last call.
+    pub fn take_transitions(&mut self) -> BTreeMap<(TcpState, TcpState), u64> {
+        std::mem::take(&mut self.transitions)
+    }
+
+    pub fn conns(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::event::Comm;
+
+    pub fn transition(skaddr: u64, old: TcpState, new: TcpState, ts_ns: u64) -> Transition {
+        Transition {
+            ts_ns,
+            old_since_ns: None,
+            skaddr,
+            twaddr: None,
+            owner: Some(Owner {
+                pid: 10,
+                comm: Comm::new(b"srv"),
+            }),
+            cgroup: Some(1),
+            netns: 7,
+            local: "127.0.0.1".parse().unwrap(),
+            local_port: 80,
+            remote: "127.0.0.2".parse().unwrap(),
+            remote_port: 5000,
+            old,
+            new,
+        }
+    }
+
+    pub fn socket(skaddr: u64, state: TcpState, read_ns: u64) -> Socket {
+        Socket {
+            read_ns,
+            since_ns: None,
+            idle_ns: Some(2_000),
+            skaddr,
+            twaddr: None,
+            owner: None,
+            cgroup: Some(1),
+            netns: 7,
+            local: "127.0.0.1".parse().unwrap(),
+            local_port: 80,
+            remote: "127.0.0.2".parse().unwrap(),
+            remote_port: 5000,
+            state,
+        }
+    }
+
+    fn states(table: &ConnTable) -> Vec<(u64, TcpState)> {
+        let mut v: Vec<_> = table.conns.iter().map(|(k, c)| (*k, c.state)).collect();
+        v.sort();
+        v
+    }
+
+    use TcpState::*;
+
+    #[test]
+    fn a_connection_lives_and_dies_in_the_table() {
+        let mut t = ConnTable::new(0);
+        t.apply(&transition(1, Close, SynSent, 10));
+        t.apply(&transition(1, SynSent, Established, 20));
+        assert_eq!(states(&t), [(1, Established)]);
+        assert_eq!(t.conns().next().unwrap().age(50), Some(Age::InState(30)));
+        t.apply(&transition(1, Established, FinWait1, 30));
+        t.apply(&transition(1, FinWait1, FinWait2, 40));
+        let mut to_tw = transition(1, FinWait2, TimeWait, 50);
+        to_tw.twaddr = Some(99);
+        t.apply(&to_tw);
+        assert_eq!(
+            states(&t),
+            [(99, TimeWait)],
+            "the timewait socket replaces the full one"
+        );
+        let mut tw_end = transition(1, TimeWait, Close, 60_050);
+        tw_end.twaddr = Some(99);
+        t.apply(&tw_end);
+        assert!(states(&t).is_empty());
+        let counted = t.take_transitions();
+        assert_eq!(counted.values().sum::<u64>(), 6);
+        assert_eq!(counted[&(FinWait2, TimeWait)], 1);
+        assert!(
+            t.take_transitions().is_empty(),
+            "counts restart after each snapshot"
+        );
+    }
+
+    #[test]
+    fn seeded_sockets_ignore_events_older_than_their_reading() {
+        let mut t = ConnTable::new(0);
+        t.seed([socket(1, FinWait1, 100)]);
+        // Already reflected in the seed: must not move the socket back.
+        t.apply(&transition(1, SynSent, Established, 50));
+        assert_eq!(states(&t), [(1, FinWait1)]);
+        assert_eq!(t.conns().next().unwrap().age(1_100), Some(Age::Idle(3_000)));
+        // The close of an earlier socket at the same address must not remove this one.
+        t.apply(&transition(1, LastAck, Close, 60));
+        assert_eq!(states(&t), [(1, FinWait1)]);
+        t.apply(&transition(1, FinWait1, FinWait2, 150));
+        assert_eq!(states(&t), [(1, FinWait2)]);
+        assert_eq!(t.conns().next().unwrap().age(200), Some(Age::InState(50)));
+    }
+
+    #[test]
+    fn owners_are_kept_when_an_event_does_not_know_them() {
+        let mut t = ConnTable::new(0);
+        t.apply(&transition(1, Close, Listen, 10));
+        let mut anonymous = transition(1, Listen, Close, 20);
+        anonymous.owner = None;
+        anonymous.new = Listen; // an update that carries no owner
+        t.apply(&anonymous);
+        assert_eq!(t.conns().next().unwrap().owner.unwrap().pid, 10);
+    }
+
+    #[test]
+    fn a_state_filter_keeps_only_those_states() {
+        let mut t = ConnTable::new(CloseWait.mask());
+        t.seed([socket(1, Established, 5), socket(2, CloseWait, 5)]);
+        assert_eq!(states(&t), [(2, CloseWait)]);
+        t.apply(&transition(3, Established, CloseWait, 10));
+        t.apply(&transition(2, CloseWait, LastAck, 10));
+        assert_eq!(states(&t), [(3, CloseWait)]);
+    }
+}
