@@ -11,6 +11,10 @@
 //!     --idle: stay ESTABLISHED instead; print "open LOCALPORT", close when stdin closes.
 //!     --hold: shut down writing and keep the socket (FIN_WAIT2 once the peer acknowledges);
 //!     print "holding LOCALPORT", close when stdin closes.
+//! tcp_peer pairs ADDR N
+//!     open N connections to a listener of its own (2N sockets, all ESTABLISHED), print
+//!     "ready N", close them all when stdin closes. For benchmarks: keep N under half the
+//!     process's open-file limit.
 //! ```
 
 use std::io::{self, BufRead, Read, Write};
@@ -84,6 +88,20 @@ fn server(o: &Options) -> io::Result<()> {
         // Keep the CLOSE_WAIT sockets until the test closes our stdin.
         for _ in io::stdin().lock().lines() {}
     }
+    Ok(())
+}
+
+fn pairs(o: &Options) -> io::Result<()> {
+    let listener = TcpListener::bind(SocketAddr::new(o.addr, 0))?;
+    let target = listener.local_addr()?;
+    let mut held = Vec::with_capacity(2 * usize::from(o.port));
+    for _ in 0..o.port {
+        held.push(std::net::TcpStream::connect(target)?);
+        held.push(listener.accept()?.0);
+    }
+    println!("ready {}", o.port);
+    io::stdout().flush()?;
+    for _ in io::stdin().lock().lines() {}
     Ok(())
 }
 
@@ -168,6 +186,7 @@ fn main() -> ExitCode {
     let result = match role.as_str() {
         "server" => server(&options),
         "client" => client(&options),
+        "pairs" => pairs(&options),
         other => Err(io::Error::other(format!("unknown role {other}"))),
     };
     match result {

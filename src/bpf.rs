@@ -17,6 +17,9 @@ use crate::config::Filters;
 use crate::event::{self, Socket, SOCKET_RECORD_SIZE};
 use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 
+/// Entries of the TIME_WAIT map (as declared in the BPF program).
+const TW_ENTRIES: u32 = 65536;
+
 /// libbpf's warnings, kept to explain a failure when -v was not given.
 static LIBBPF_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -56,17 +59,28 @@ pub struct RecursionMisses {
     pub timewait: u64,
 }
 
+/// Which parts of the BPF object a run needs; the others are not even loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parts {
+    /// The tracepoint hooks that stream transitions.
+    pub hooks: bool,
+    /// The iterator that lists existing sockets (snapshots).
+    pub socket_list: bool,
+}
+
 /// The loaded and attached program.
 pub struct Tracer<'obj> {
     skel: TcpstatesSkel<'obj>,
 }
 
 impl<'obj> Tracer<'obj> {
-    /// Sets the filters, loads the program into the kernel and attaches every hook.
+    /// Sets the filters, loads the parts a run needs into the kernel, attaches the hooks and
+    /// learns the owners of existing sockets.
     pub fn load(
         storage: &'obj mut MaybeUninit<OpenObject>,
         filters: &Filters,
         ring_size: u32,
+        parts: Parts,
         verbose: bool,
     ) -> Result<Tracer<'obj>> {
         libbpf_rs::set_print(Some(if verbose {
@@ -101,10 +115,26 @@ impl<'obj> Tracer<'obj> {
         rodata.filter_states = filters.state_mask;
         // Wake the reader early only when the ring is an eighth full; otherwise it polls on a timer.
         rodata.wakeup_bytes = u64::from(ring_size / 8);
+        // Without hooks nothing is streamed and no socket enters TIME_WAIT under our watch:
+        // the smallest ring and TIME_WAIT map save allocating and zeroing megabytes.
+        let (ring_size, tw_entries) = if parts.hooks {
+            (ring_size, TW_ENTRIES)
+        } else {
+            (4096, 1)
+        };
         open.maps
             .events
             .set_max_entries(ring_size)
             .context("sizing the ring buffer")?;
+        open.maps
+            .tws
+            .set_max_entries(tw_entries)
+            .context("sizing the TIME_WAIT map")?;
+        // Each program loaded costs verification time at start.
+        open.progs.on_set_state.set_autoload(parts.hooks);
+        open.progs.on_timer_start.set_autoload(parts.hooks);
+        open.progs.on_cache_free.set_autoload(parts.hooks);
+        open.progs.dump_sockets.set_autoload(parts.socket_list);
 
         let mut skel = open.load().map_err(|err| {
             anyhow!(
@@ -123,24 +153,26 @@ impl<'obj> Tracer<'obj> {
             }
         }
 
-        let set_state = skel
-            .progs
-            .on_set_state
-            .attach()
-            .map_err(attach_failed("inet_sock_set_state"))?;
-        let timer_start = skel
-            .progs
-            .on_timer_start
-            .attach()
-            .map_err(attach_failed("timer_start"))?;
-        let cache_free = skel
-            .progs
-            .on_cache_free
-            .attach()
-            .map_err(attach_failed("kmem_cache_free"))?;
-        skel.links.on_set_state = Some(set_state);
-        skel.links.on_timer_start = Some(timer_start);
-        skel.links.on_cache_free = Some(cache_free);
+        if parts.hooks {
+            let set_state = skel
+                .progs
+                .on_set_state
+                .attach()
+                .map_err(attach_failed("inet_sock_set_state"))?;
+            let timer_start = skel
+                .progs
+                .on_timer_start
+                .attach()
+                .map_err(attach_failed("timer_start"))?;
+            let cache_free = skel
+                .progs
+                .on_cache_free
+                .attach()
+                .map_err(attach_failed("kmem_cache_free"))?;
+            skel.links.on_set_state = Some(set_state);
+            skel.links.on_timer_start = Some(timer_start);
+            skel.links.on_cache_free = Some(cache_free);
+        }
         let tracer = Tracer { skel };
         tracer.seed_owners()?;
         Ok(tracer)

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::bpf::Tracer;
+use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::event::{self, Transition};
@@ -24,10 +24,15 @@ pub fn run(config: &Config) -> Result<()> {
     signals::install()?;
 
     let mut storage = MaybeUninit::uninit();
+    let parts = Parts {
+        hooks: true,
+        socket_list: false,
+    };
     let tracer = Tracer::load(
         &mut storage,
         &config.filters,
         config.ring_size,
+        parts,
         config.verbose,
     )?;
     let clock = Clock::measure();

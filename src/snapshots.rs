@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::bpf::Tracer;
+use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::event::{self, Transition};
@@ -50,7 +50,18 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
     filters.netns = Some(target);
 
     let mut storage = MaybeUninit::uninit();
-    let tracer = Tracer::load(&mut storage, &filters, config.ring_size, config.verbose)?;
+    // A single snapshot is the iterators' view alone: no events to apply, no hooks to load.
+    let parts = Parts {
+        hooks: config.count != Some(1),
+        socket_list: true,
+    };
+    let tracer = Tracer::load(
+        &mut storage,
+        &filters,
+        config.ring_size,
+        parts,
+        config.verbose,
+    )?;
     let clock = Clock::measure();
     let batch = RefCell::new(Vec::<Transition>::with_capacity(4096));
     let undecodable = Cell::new(0u64);

@@ -38,12 +38,11 @@ const volatile __u32 filter_states = 0; /* bit (1 << state) */
 const volatile __u64 wakeup_bytes = 0;
 
 /*
- * Learned at run time. kallsyms gives tw_timer_handler's address to root, but shows zeros to a
- * process with only CAP_BPF + CAP_PERFMON, so the first TIME_WAIT takeover also teaches it.
+ * Learned from the first TIME_WAIT takeover: the timewait timer's handler and slab cache.
+ * Not taken from kallsyms, which shows zeros without CAP_SYSLOG and takes ~40 ms to read.
  */
 __u64 tw_timer_fn = 0;
 __u64 tw_slab[2] = {};
-extern const void tw_timer_handler __ksym __weak;
 
 #define SOCK_F_CGROUP_MATCH (1 << 7) /* the socket's cgroup is inside filter_cgroup */
 /*
@@ -262,7 +261,10 @@ static __always_inline bool cgroup_inside_filter(struct cgroup *cg)
 	return false;
 }
 
-/* The socket's own cgroup: set at creation, inherited by accepted children, never the current task's. */
+/*
+ * The socket's own cgroup: set at creation, inherited by accepted children, never the current
+ * task's. sk must be a BTF pointer (a hook's or iterator's argument): it is read directly.
+ */
 static __always_inline void set_cgroup(struct sock_info *info, const struct sock *sk)
 {
 	struct cgroup *cg;
@@ -270,10 +272,10 @@ static __always_inline void set_cgroup(struct sock_info *info, const struct sock
 	/* Older kernels packed the socket's cgroup differently: leave it unknown there. */
 	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
 		return;
-	cg = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+	cg = sk->sk_cgrp_data.cgroup;
 	if (!cg)
 		return;
-	info->cgroup = BPF_CORE_READ(cg, kn, id);
+	info->cgroup = cg->kn->id;
 	info->flags |= EVENT_F_CGROUP_KNOWN;
 	if (filter_cgroup && cgroup_inside_filter(cg))
 		info->flags |= SOCK_F_CGROUP_MATCH;
@@ -286,16 +288,20 @@ static __always_inline void set_owner_current(struct sock_info *info)
 	info->flags |= EVENT_F_OWNER_KNOWN;
 }
 
+/* sk must be a BTF pointer: it is read directly. */
 static __always_inline void listen_key_of(struct listen_key *key, const struct sock *sk)
 {
-	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	key->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	/* The verifier lets inet_sock fields be read only through a tcp_sock pointer. */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+	key->netns = sk->__sk_common.skc_net.net->ns.inum;
+	key->family = sk->__sk_common.skc_family;
 	/* skc_num is already 0 when a listener closes; inet_sport is not. */
-	key->port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	key->port = tp ? bpf_ntohs(((struct inet_sock *)tp)->inet_sport) : 0;
 	if (key->family == AF_INET)
-		bpf_core_read(key->addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		__builtin_memcpy(key->addr, &sk->__sk_common.skc_rcv_saddr, 4);
 	else
-		bpf_core_read(key->addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		__builtin_memcpy(key->addr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
 }
 
 /* A child socket belongs to whoever owns the listener it was cloned from. */
@@ -440,8 +446,6 @@ int BPF_PROG(on_timer_start, struct timer_list *timer)
 	struct tw_slot *slot;
 	__u64 tw;
 
-	if (!want)
-		want = (__u64)&tw_timer_handler;
 	if (want && fn != want)
 		return 0;
 	tw = (__u64)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
@@ -493,25 +497,26 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 
 	if (!task || !file)
 		return 0;
-	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	/* NULL unless the file is a socket; typed, so fields below are plain loads. */
+	sock = bpf_sock_from_file(file);
+	if (!sock)
 		return 0;
-	sock = BPF_CORE_READ(file, private_data);
-	sk = BPF_CORE_READ(sock, sk);
+	sk = sock->sk;
 	if (!sk)
 		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_type) != SOCK_STREAM ||
-	    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	family = sk->__sk_common.skc_family;
+	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
+	    sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 
 	skaddr = (__u64)sk;
-	info.pid = BPF_CORE_READ(task, tgid);
-	BPF_CORE_READ_STR_INTO(&info.comm, task, comm);
+	info.pid = task->tgid;
+	__builtin_memcpy(info.comm, task->comm, TASK_COMM_LEN);
 	info.flags = EVENT_F_OWNER_KNOWN;
 	info.skaddr = skaddr;
 	set_cgroup(&info, sk);
 	bpf_map_update_elem(&socks, &skaddr, &info, BPF_NOEXIST);
-	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN) {
+	if (sk->__sk_common.skc_state == TCP_LISTEN) {
 		struct listen_key key = {};
 
 		listen_key_of(&key, sk);
@@ -530,42 +535,48 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 	struct sock_common *skc = ctx->sk_common;
 	struct socket_record r = {};
 	struct sock_info fresh = {};
-	struct sock_info *info;
+	struct sock_info *info = &fresh;
 	__be16 sport;
 	__u64 key;
 
 	if (!skc)
 		return 0;
-	r.state = BPF_CORE_READ(skc, skc_state);
+	r.state = skc->skc_state;
 	if (r.state == TCP_NEW_SYN_RECV)
 		return 0;
 	r.read_ns = bpf_ktime_get_boot_ns();
-	r.family = BPF_CORE_READ(skc, skc_family);
-	r.netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
-	r.dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	r.family = skc->skc_family;
+	r.netns = skc->skc_net.net->ns.inum;
+	r.dport = bpf_ntohs(skc->skc_dport);
 	key = (__u64)skc;
 	if (r.state == TCP_TIME_WAIT) {
-		sport = BPF_CORE_READ((struct inet_timewait_sock *)skc, tw_sport);
-		info = bpf_map_lookup_elem(&tws, &key);
-		r.twaddr = key;
-		r.skaddr = info ? info->skaddr : key;
-	} else {
-		const struct sock *sk = (const struct sock *)skc;
-		__u64 mstamp_us = BPF_CORE_READ((struct tcp_sock *)sk, tcp_mstamp);
-		__u64 now_us = bpf_ktime_get_ns() / 1000;
+		struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
+		struct sock_info *known = bpf_map_lookup_elem(&tws, &key);
 
-		sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
-		info = bpf_map_lookup_elem(&socks, &key);
+		if (!tw)
+			return 0;
+		sport = tw->tw_sk.tw_sport;
+		if (known)
+			info = known;
+		r.twaddr = key;
+		r.skaddr = known ? known->skaddr : key;
+	} else {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+		struct sock_info *known = bpf_map_lookup_elem(&socks, &key);
+		__u64 mstamp_us, now_us = bpf_ktime_get_ns() / 1000;
+
+		if (!tp)
+			return 0;
+		sport = ((struct inet_sock *)tp)->inet_sport;
+		mstamp_us = tp->tcp_mstamp;
 		r.skaddr = key;
 		if (r.state != TCP_LISTEN && mstamp_us && now_us > mstamp_us)
 			r.idle_ns = (now_us - mstamp_us) * 1000;
-		if (!info) {
-			set_cgroup(&fresh, sk);
-			info = &fresh;
-		}
+		if (known)
+			info = known;
+		else
+			set_cgroup(&fresh, (struct sock *)tp);
 	}
-	if (!info)
-		info = &fresh;
 	r.sport = bpf_ntohs(sport);
 	if (!socket_wanted(r.family, r.sport, r.dport, r.netns, info))
 		return 0;
@@ -574,7 +585,13 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 	r.pid = info->pid;
 	__builtin_memcpy(r.comm, info->comm, TASK_COMM_LEN);
 	r.flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
-	read_addresses(skc, r.family, r.saddr, r.daddr);
+	if (r.family == AF_INET) {
+		__builtin_memcpy(r.saddr, &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(r.daddr, &skc->skc_daddr, 4);
+	} else {
+		__builtin_memcpy(r.saddr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(r.daddr, &skc->skc_v6_daddr, 16);
+	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

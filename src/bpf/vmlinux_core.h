@@ -169,6 +169,10 @@ struct tcp_sock {
 	__u64 tcp_mstamp; /* CLOCK_MONOTONIC in us of the last send or receive */
 };
 
+struct tcp_timewait_sock {
+	struct inet_timewait_sock tw_sk;
+};
+
 struct bpf_iter__task_file {
 	struct bpf_iter_meta *meta;
 	struct task_struct *task;
