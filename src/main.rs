@@ -5,6 +5,8 @@ mod cli;
 mod clock;
 mod config;
 mod event;
+#[cfg(test)]
+mod generated;
 mod live;
 mod losses;
 mod preflight;

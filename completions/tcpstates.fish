@@ -1,0 +1,22 @@
+complete -c tcpstates -s L -l localport -d 'Only sockets with one of these local ports (comma-separated)' -r
+complete -c tcpstates -s D -l remoteport -d 'Only sockets with one of these remote ports (comma-separated)' -r
+complete -c tcpstates -s p -l pid -d 'Only sockets owned by this process ID' -r
+complete -c tcpstates -s c -l comm -d 'Only sockets owned by a process with this command name (exact; the kernel keeps 15 bytes)' -r
+complete -c tcpstates -l cgroup -d 'Only sockets in this cgroup (v2) or below it: a path, absolute or under the cgroup2 mount' -r -F
+complete -c tcpstates -l netns -d 'Only this network namespace: a name under /run/netns, a path such as /proc/PID/ns/net, or an inode number' -r
+complete -c tcpstates -l state -d 'Only transitions into or out of these states (comma-separated, e.g. SYN_SENT,CLOSE_WAIT)' -r
+complete -c tcpstates -s o -l output -d 'Output format' -r -f -a "text\t'Aligned columns, as BCC\'s tcpstates prints them'
+json\t'One JSON object per line'
+csv\t'Comma-separated values with a header row'"
+complete -c tcpstates -l snapshot -d 'Instead of the stream, print what the connections are now, every INTERVAL (e.g. 1s, 5s, 1m)' -r
+complete -c tcpstates -l count -d 'Stop after N transitions (with --snapshot: after N snapshots)' -r
+complete -c tcpstates -l duration -d 'Stop after this long (e.g. 500ms, 5s, 2m)' -r
+complete -c tcpstates -l ring-size -d 'Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)' -r
+complete -c tcpstates -s 4 -l ipv4 -d 'Trace IPv4 sockets only'
+complete -c tcpstates -s 6 -l ipv6 -d 'Trace IPv6 sockets only'
+complete -c tcpstates -s T -l timestamp -d 'Include a wall-clock time column (local time, HH:MM:SS.mmm)'
+complete -c tcpstates -s w -l wide -d 'Wide output: socket address (SKADDR), IP version, full-width addresses and command'
+complete -c tcpstates -l summary -d 'With --snapshot: only the counts and diagnoses, without the connection table'
+complete -c tcpstates -s v -l verbose -d 'Print libbpf\'s own messages to stderr'
+complete -c tcpstates -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c tcpstates -s V -l version -d 'Print version'
