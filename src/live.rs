@@ -16,7 +16,10 @@ use crate::render::{self, Renderer};
 use crate::{preflight, signals};
 
 /// How long a poll waits for a wakeup; the BPF side wakes us early only when the ring fills.
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Short enough that a lone event is shown at once, long enough to cost nothing when idle.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// How often the kernel's loss counters are read (and new losses reported).
+const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 pub fn run(config: &Config) -> Result<()> {
     preflight::check_kernel_btf()?;
@@ -57,6 +60,7 @@ pub fn run(config: &Config) -> Result<()> {
     let deadline = config.duration.map(|d| Instant::now() + d);
     let mut shown = 0u64;
     let mut losses = Losses::default();
+    let mut losses_checked = Instant::now();
     loop {
         let timeout = deadline.map_or(POLL_INTERVAL, |d| {
             d.saturating_duration_since(Instant::now())
@@ -78,9 +82,12 @@ pub fn run(config: &Config) -> Result<()> {
             config.count,
             &mut shown,
         );
-        for (new, reason) in losses.update(&tracer)? {
-            if new > 0 && !renderer.lost(&mut buf, new, reason) {
-                eprintln!("tcpstates: lost {new} events ({})", reason.describe());
+        if done || stopping || losses_checked.elapsed() >= LOSS_CHECK_INTERVAL {
+            losses_checked = Instant::now();
+            for (new, reason) in losses.update(&tracer)? {
+                if new > 0 && !renderer.lost(&mut buf, new, reason) {
+                    eprintln!("tcpstates: lost {new} events ({})", reason.describe());
+                }
             }
         }
         write_out(&mut out, &mut buf)?;

@@ -90,8 +90,11 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
         for t in batch.borrow_mut().drain(..) {
             table.apply(&t);
         }
-        lost_in_interval += losses.update(&tracer)?.iter().map(|(n, _)| n).sum::<u64>();
         let now = Instant::now();
+        let stopping = signals::stop_requested() || deadline.is_some_and(|d| now >= d);
+        if now >= next || stopping {
+            lost_in_interval += losses.update(&tracer)?.iter().map(|(n, _)| n).sum::<u64>();
+        }
         if now >= next {
             let now_ns = Clock::boot_now_ns();
             let transitions = table.take_transitions();
@@ -120,7 +123,7 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
                 break;
             }
         }
-        if signals::stop_requested() || deadline.is_some_and(|d| now >= d) {
+        if stopping {
             break;
         }
         let mut timeout = next.saturating_duration_since(now).min(POLL_INTERVAL);

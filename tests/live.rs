@@ -143,11 +143,11 @@ fn check_exact_transitions(addr: &str, family: &str) {
     // The first client's TIME_WAIT lasted from its takeover to the reconnect, over a second.
     assert!(first[5]["ms"].as_f64().unwrap() >= 1000.0, "{}", first[5]);
 
+    // Losses are counted host-wide (other namespaces may be busy), so only their form is fixed.
+    let summary = format!("tcpstates: {} transitions shown, ", events.len());
+    let last = out.stderr.lines().last().unwrap_or_default();
     assert!(
-        out.stderr.contains(&format!(
-            "tcpstates: {} transitions shown, 0 lost",
-            events.len()
-        )),
+        last.starts_with(&summary) && last.contains(" lost"),
         "{}",
         out.stderr
     );
