@@ -195,18 +195,30 @@ static __always_inline void count_lost(void)
 }
 
 /* Filter, then write one transition to the ring buffer. skc is a full or a timewait socket. */
-static __always_inline void emit(const struct sock_common *skc, __be16 sport, __u64 skaddr,
-				 __u64 twaddr, int oldstate, int newstate, __u64 prev_ts, __u64 now,
-				 const struct sock_info *info)
+/*
+ * Filter, then write one transition to the ring buffer. skc is a full socket given to a hook
+ * (typed: `typed` true, read directly) or a timewait socket (read with probe helpers).
+ */
+static __always_inline void emit(const struct sock_common *skc, bool typed, __be16 sport,
+				 __u64 skaddr, __u64 twaddr, int oldstate, int newstate, __u64 prev_ts,
+				 __u64 now, const struct sock_info *info)
 {
-	__u16 family = BPF_CORE_READ(skc, skc_family);
 	__u16 lport = bpf_ntohs(sport);
-	__u16 rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
-	__u32 netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	__u16 family, rport;
+	__u32 netns;
 	struct event *e;
 
 	if (filter_states && !(filter_states & ((1u << oldstate) | (1u << newstate))))
 		return;
+	if (typed) {
+		family = skc->skc_family;
+		rport = bpf_ntohs(skc->skc_dport);
+		netns = skc->skc_net.net->ns.inum;
+	} else {
+		family = BPF_CORE_READ(skc, skc_family);
+		rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+		netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	}
 	if (!socket_wanted(family, lport, rport, netns, info))
 		return;
 
@@ -223,7 +235,17 @@ static __always_inline void emit(const struct sock_common *skc, __be16 sport, __
 	e->netns = netns;
 	e->pid = info->pid;
 	__builtin_memcpy(e->comm, info->comm, TASK_COMM_LEN);
-	read_addresses(skc, family, e->saddr, e->daddr);
+	if (!typed) {
+		read_addresses(skc, family, e->saddr, e->daddr);
+	} else if (family == AF_INET) {
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		__builtin_memcpy(e->saddr, &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(e->daddr, &skc->skc_daddr, 4);
+	} else {
+		__builtin_memcpy(e->saddr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e->daddr, &skc->skc_v6_daddr, 16);
+	}
 	e->sport = lport;
 	e->dport = rport;
 	e->family = family;
@@ -366,48 +388,57 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 {
 	__u64 skaddr = (__u64)sk;
 	__u64 now, prev_ts = 0, tw;
-	struct sock_info info = {};
-	struct sock_info *known;
+	struct sock_info fresh = {};
+	struct sock_info *info;
 	__be16 sport;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	now = bpf_ktime_get_boot_ns();
-	known = bpf_map_lookup_elem(&socks, &skaddr);
+	sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
+	info = bpf_map_lookup_elem(&socks, &skaddr);
 
 	if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
-		/* connect() and listen() run in the owner's context. */
-		set_owner_current(&info);
-		set_cgroup(&info, sk);
+		/* connect() and listen() run in the owner's context; any entry here is stale. */
+		set_owner_current(&fresh);
+		set_cgroup(&fresh, sk);
+		info = NULL;
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
 		/* A new child of a listener; an entry at this address is a stale one. */
-		inherit_listener_owner(&info, sk);
-		set_cgroup(&info, sk);
-		info.ts_ns = now;
-		info.skaddr = skaddr;
-		info.flags |= SOCK_F_SYN_RECV_DEFERRED;
-		bpf_map_update_elem(&socks, &skaddr, &info, BPF_ANY);
+		inherit_listener_owner(&fresh, sk);
+		set_cgroup(&fresh, sk);
+		fresh.ts_ns = now;
+		fresh.skaddr = skaddr;
+		fresh.flags |= SOCK_F_SYN_RECV_DEFERRED;
+		bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY);
 		return 0;
-	} else if (known) {
-		info = *known;
-		prev_ts = known->ts_ns;
-	} else {
+	} else if (!info) {
 		/* First seen mid-life: owner and time in oldstate are unknown. */
-		set_cgroup(&info, sk);
+		set_cgroup(&fresh, sk);
 	}
-	info.ts_ns = now;
-	info.skaddr = skaddr;
-	sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
-	if (info.flags & SOCK_F_SYN_RECV_DEFERRED) {
-		info.flags &= ~SOCK_F_SYN_RECV_DEFERRED;
-		emit(&sk->__sk_common, sport, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0, prev_ts, &info);
+
+	if (info) {
+		/* Known: update in place rather than rewrite the entry. */
+		prev_ts = info->ts_ns;
+		if (info->flags & SOCK_F_SYN_RECV_DEFERRED) {
+			info->flags &= ~SOCK_F_SYN_RECV_DEFERRED;
+			emit(&sk->__sk_common, true, sport, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0,
+			     prev_ts, info);
+		}
+		info->ts_ns = now;
+	} else {
+		fresh.ts_ns = now;
+		fresh.skaddr = skaddr;
+		info = &fresh;
+		if (newstate != TCP_CLOSE)
+			bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY);
 	}
 
 	if (newstate == TCP_LISTEN) {
 		struct listen_key key = {};
 
 		listen_key_of(&key, sk);
-		bpf_map_update_elem(&listeners, &key, &info, BPF_ANY);
+		bpf_map_update_elem(&listeners, &key, info, BPF_ANY);
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
 		struct listen_key key = {};
 		struct sock_info *l;
@@ -420,20 +451,21 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
 	}
 
 	if (newstate != TCP_CLOSE) {
-		bpf_map_update_elem(&socks, &skaddr, &info, BPF_ANY);
-		emit(&sk->__sk_common, sport, skaddr, 0, oldstate, newstate, prev_ts, now, &info);
+		emit(&sk->__sk_common, true, sport, skaddr, 0, oldstate, newstate, prev_ts, now, info);
 		return 0;
 	}
 
-	bpf_map_delete_elem(&socks, &skaddr);
 	tw = take_timewait_successor(sk);
 	if (tw) {
 		/* The connection lives on as the timewait socket: hand it what we know. */
-		bpf_map_update_elem(&tws, &tw, &info, BPF_ANY);
-		emit(&sk->__sk_common, sport, skaddr, tw, oldstate, TCP_TIME_WAIT, prev_ts, now, &info);
+		bpf_map_update_elem(&tws, &tw, info, BPF_ANY);
+		emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, TCP_TIME_WAIT, prev_ts, now,
+		     info);
 	} else {
-		emit(&sk->__sk_common, sport, skaddr, 0, oldstate, TCP_CLOSE, prev_ts, now, &info);
+		emit(&sk->__sk_common, true, sport, skaddr, 0, oldstate, TCP_CLOSE, prev_ts, now, info);
 	}
+	/* Last: info may point into the entry being deleted. */
+	bpf_map_delete_elem(&socks, &skaddr);
 	return 0;
 }
 
@@ -475,8 +507,8 @@ int BPF_PROG(on_cache_free, unsigned long call_site, const void *ptr, const stru
 		return 0;
 	info = *found;
 	bpf_map_delete_elem(&tws, &tw);
-	emit(&t->__tw_common, BPF_CORE_READ(t, tw_sport), info.skaddr, tw, TCP_TIME_WAIT, TCP_CLOSE,
-	     info.ts_ns, bpf_ktime_get_boot_ns(), &info);
+	emit(&t->__tw_common, false, BPF_CORE_READ(t, tw_sport), info.skaddr, tw, TCP_TIME_WAIT,
+	     TCP_CLOSE, info.ts_ns, bpf_ktime_get_boot_ns(), &info);
 	return 0;
 }
 

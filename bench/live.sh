@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Live-mode benchmark against Debian's libbpf-tools tcpstates (when installed), as root:
+#
+#   sudo bench/live.sh            # 20k conn/s and as fast as possible, 5 s each, 3 rounds
+#   sudo bench/live.sh --quick    # a few seconds: checks the benchmark still runs (CI)
+#   sudo bench/live.sh --rates 10000,max --seconds 10 --rounds 5
+#
+# Interleaves no tracer, tcpstates -o json, tcpstates text and libbpf-tools in one run and
+# prints medians: achieved connections/s and slowdown against no tracer, events expected,
+# captured, lost (as the tool reported) and skipped by the kernel (BPF recursion), the kernel's
+# BPF run time per event (kernel.bpf_stats_enabled), the tool's CPU per million events, its
+# peak RSS and the time from exec to its first event.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --quiet --bin tcpstates --example churn --example bench_live
+exec target/release/examples/bench_live "$@"

@@ -1,0 +1,437 @@
+//! Live-mode benchmark (run by `bench/live.sh`, as root): loopback churn with no tracer, with
+//! tcpstates writing JSON and text to a file, and with Debian's libbpf-tools tcpstates when it is
+//! installed, interleaved in one run. Prints one table of medians.
+//!
+//! ```text
+//! bench_live [--quick] [--rates 20000,max] [--seconds S] [--rounds N]
+//! ```
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libbpf_rs::query::ProgInfoIter;
+
+/// Each churned connection makes exactly ten transitions (see examples/churn.rs).
+const TRANSITIONS_PER_CONNECTION: u64 = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Tracer {
+    None,
+    Json,
+    Text,
+    LibbpfTools,
+}
+
+impl Tracer {
+    fn name(self) -> &'static str {
+        match self {
+            Tracer::None => "no tracer",
+            Tracer::Json => "tcpstates -o json",
+            Tracer::Text => "tcpstates (text)",
+            Tracer::LibbpfTools => "libbpf-tools tcpstates",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    achieved: f64,
+    expected: u64,
+    captured: u64,
+    reported_lost: u64,
+    recursion_misses: u64,
+    kernel_ns: u64,
+    cpu_s: f64,
+    rss_kib: u64,
+    startup_ms: Option<f64>,
+}
+
+struct Paths {
+    tcpstates: PathBuf,
+    churn: PathBuf,
+    libbpf_tools: Option<PathBuf>,
+}
+
+fn sibling(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let examples = exe.parent().expect("examples dir");
+    match name {
+        "tcpstates" => examples.parent().expect("profile dir").join("tcpstates"),
+        _ => examples.join(name),
+    }
+}
+
+/// Debian's libbpf-tools binary, under its own name or set aside by our package's diversion.
+fn libbpf_tools() -> Option<PathBuf> {
+    for path in ["/usr/sbin/tcpstates.libbpf-tools", "/usr/sbin/tcpstates"] {
+        let owner = Command::new("dpkg-query")
+            .args(["-S", path])
+            .output()
+            .ok()?;
+        let owner = String::from_utf8_lossy(&owner.stdout);
+        if owner.lines().any(|l| l.starts_with("libbpf-tools:")) && Path::new(path).exists() {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let ok = Command::new(cmd)
+        .args(args)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "{cmd} {args:?} failed");
+}
+
+struct Netns(String);
+
+impl Netns {
+    fn new(n: usize) -> Netns {
+        let name = format!("tcpst-bench-{}-{n}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Runs churn in the namespace; returns (connections, achieved rate).
+fn churn(paths: &Paths, ns: &Netns, rate: Option<u32>, seconds: f64, threads: u32) -> (u64, f64) {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns.0]).arg(&paths.churn);
+    match rate {
+        Some(r) => cmd.args(["--rate", &r.to_string()]),
+        None => cmd.arg("--max"),
+    };
+    cmd.args([
+        "--seconds",
+        &seconds.to_string(),
+        "--threads",
+        &threads.to_string(),
+    ]);
+    let out = cmd.stderr(Stdio::null()).output().expect("churn");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> f64 {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("connections") as u64, field("rate"))
+}
+
+/// The highest BPF program id now; programs loaded later have higher ids.
+fn max_prog_id() -> u32 {
+    ProgInfoIter::default().map(|p| p.id).max().unwrap_or(0)
+}
+
+/// Run time and recursion misses of the programs loaded after `after`.
+fn prog_stats(after: u32) -> (u64, u64) {
+    ProgInfoIter::default()
+        .filter(|p| p.id > after)
+        .fold((0, 0), |(ns, miss), p| {
+            (ns + p.run_time_ns, miss + p.recursion_misses)
+        })
+}
+
+fn proc_cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (ticks as f64 / hz, rss)
+}
+
+fn spawn_tracer(
+    paths: &Paths,
+    tracer: Tracer,
+    ns: &Netns,
+    out: &Path,
+    err: &Path,
+) -> Option<Child> {
+    let mut cmd = match tracer {
+        Tracer::None => return None,
+        Tracer::Json => {
+            let mut c = Command::new(&paths.tcpstates);
+            c.args(["--netns", &ns.0, "-o", "json"]);
+            c
+        }
+        Tracer::Text => {
+            let mut c = Command::new(&paths.tcpstates);
+            c.args(["--netns", &ns.0]);
+            c
+        }
+        Tracer::LibbpfTools => Command::new(paths.libbpf_tools.as_ref()?),
+    };
+    let child = cmd
+        .stdout(File::create(out).expect("output file"))
+        .stderr(File::create(err).expect("error file"))
+        .spawn()
+        .expect("starting the tracer");
+    Some(child)
+}
+
+/// Transition lines in a tracer's output, leaving out TIME_WAIT -> CLOSE (not part of the ten).
+fn count_transitions(tracer: Tracer, out: &str) -> u64 {
+    match tracer {
+        Tracer::Json => out
+            .lines()
+            .filter(|l| l.contains("\"type\":\"transition\""))
+            .filter(|l| !l.contains("\"oldstate\":\"TIME_WAIT\""))
+            .count() as u64,
+        _ => out
+            .lines()
+            .skip(1)
+            .filter(|l| !l.contains("TIME_WAIT   -> CLOSE"))
+            .count() as u64,
+    }
+}
+
+fn reported_lost(tracer: Tracer, out: &str, err: &str) -> u64 {
+    let number_after = |line: &str, word: &str| -> u64 {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == word)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            .unwrap_or(0)
+    };
+    match tracer {
+        Tracer::Json => out
+            .lines()
+            .filter(|l| l.contains("\"type\":\"lost\"") && l.contains("ring_buffer_full"))
+            .map(|l| number_after(&l.replace([':', ','], " "), "\"count\""))
+            .sum(),
+        Tracer::Text => err
+            .lines()
+            .filter(|l| l.starts_with("tcpstates: lost") && l.contains("ring buffer"))
+            .map(|l| number_after(l, "lost"))
+            .sum(),
+        // libbpf-tools: "lost N events on CPU #C"
+        Tracer::LibbpfTools => err
+            .lines()
+            .filter(|l| l.starts_with("lost"))
+            .map(|l| number_after(l, "lost"))
+            .sum(),
+        Tracer::None => 0,
+    }
+}
+
+fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: usize) -> Sample {
+    let ns = Netns::new(n);
+    let dir = std::env::temp_dir();
+    let out_path = dir.join(format!("tcpst-bench-{}.out", std::process::id()));
+    let err_path = dir.join(format!("tcpst-bench-{}.err", std::process::id()));
+    let before = max_prog_id();
+    let start = Instant::now();
+    let child = spawn_tracer(paths, tracer, &ns, &out_path, &err_path);
+    let mut sample = Sample::default();
+
+    let mut probe_events = 0;
+    if child.is_some() {
+        // A trickle of connections (one per ms) from just after exec: the first one written
+        // tells when the tool started delivering. Probe events are left out of the counts.
+        let mut probe = Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .arg(&paths.churn)
+            .args(["--rate", "1000", "--seconds", "1", "--threads", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the probe");
+        let first_line = if tracer == Tracer::Json { 1 } else { 2 };
+        while start.elapsed() < Duration::from_secs(5) {
+            let text = fs::read_to_string(&out_path).unwrap_or_default();
+            if text.lines().count() >= first_line {
+                sample.startup_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = probe.wait();
+        std::thread::sleep(Duration::from_millis(300));
+        probe_events =
+            count_transitions(tracer, &fs::read_to_string(&out_path).unwrap_or_default());
+    }
+    let (connections, achieved) = churn(paths, &ns, rate, seconds, 4);
+    sample.achieved = achieved;
+    sample.expected = connections * TRANSITIONS_PER_CONNECTION;
+
+    if let Some(mut child) = child {
+        std::thread::sleep(Duration::from_millis(500));
+        let (kernel_ns, misses) = prog_stats(before);
+        let (cpu, rss) = proc_cpu_and_rss(child.id());
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = child.wait();
+        let out = fs::read_to_string(&out_path).unwrap_or_default();
+        let err = fs::read_to_string(&err_path).unwrap_or_default();
+        sample.captured = count_transitions(tracer, &out).saturating_sub(probe_events);
+        sample.reported_lost = reported_lost(tracer, &out, &err);
+        sample.recursion_misses = misses;
+        sample.kernel_ns = kernel_ns;
+        sample.cpu_s = cpu;
+        sample.rss_kib = rss;
+    }
+    let _ = fs::remove_file(&out_path);
+    let _ = fs::remove_file(&err_path);
+    sample
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let rates: Vec<Option<u32>> = value("--rates")
+        .unwrap_or_else(|| {
+            if quick {
+                "2000".into()
+            } else {
+                "20000,max".into()
+            }
+        })
+        .split(',')
+        .map(|r| r.parse().ok())
+        .collect();
+    let seconds: f64 = value("--seconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 1.0 } else { 5.0 });
+    let rounds: usize = value("--rounds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
+    let paths = Paths {
+        tcpstates: sibling("tcpstates"),
+        churn: sibling("churn"),
+        libbpf_tools: libbpf_tools(),
+    };
+
+    let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = fs::read_to_string(stats_path).unwrap_or_else(|_| "0".into());
+    fs::write(stats_path, "1").expect("enabling kernel.bpf_stats_enabled (needs root)");
+    // libbpf-tools attaches a classic tracepoint, which needs tracefs.
+    let mounted_tracefs = paths.libbpf_tools.is_some()
+        && !Path::new("/sys/kernel/tracing/events").exists()
+        && Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status()
+            .is_ok_and(|s| s.success());
+
+    let mut tracers = vec![Tracer::None, Tracer::Json, Tracer::Text];
+    if paths.libbpf_tools.is_some() {
+        tracers.push(Tracer::LibbpfTools);
+    } else {
+        eprintln!("libbpf-tools is not installed: measuring tcpstates only (apt-get install libbpf-tools)");
+    }
+
+    println!(
+        "{:<7} {:<23} {:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>11} {:>10} {:>7} {:>8}",
+        "offered",
+        "tracer",
+        "conn/s",
+        "slowdown",
+        "expected",
+        "captured",
+        "lost",
+        "bpf-skip",
+        "missing",
+        "kernel ns/ev",
+        "cpu s/1M ev",
+        "rss MiB",
+        "start ms"
+    );
+    let mut n = 0;
+    for rate in &rates {
+        let mut samples: Vec<(Tracer, Sample)> = Vec::new();
+        for _ in 0..rounds {
+            for &tracer in &tracers {
+                n += 1;
+                samples.push((tracer, run_once(&paths, tracer, *rate, seconds, n)));
+            }
+        }
+        let baseline = median(
+            samples
+                .iter()
+                .filter(|(t, _)| *t == Tracer::None)
+                .map(|(_, s)| s.achieved)
+                .collect(),
+        );
+        for &tracer in &tracers {
+            let of: Vec<&Sample> = samples
+                .iter()
+                .filter(|(t, _)| *t == tracer)
+                .map(|(_, s)| s)
+                .collect();
+            let m = |f: &dyn Fn(&Sample) -> f64| median(of.iter().map(|s| f(s)).collect());
+            let achieved = m(&|s| s.achieved);
+            let offered = rate.map_or("max".to_string(), |r| r.to_string());
+            if tracer == Tracer::None {
+                println!(
+                    "{offered:<7} {:<23} {achieved:>9.0} {:>8}",
+                    tracer.name(),
+                    "1.00x"
+                );
+                continue;
+            }
+            let events = |s: &Sample| s.expected.max(1) as f64;
+            println!(
+                "{offered:<7} {:<23} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {:>11.0} {:>10.2} {:>7.1} {:>8}",
+                tracer.name(),
+                baseline / achieved.max(1.0),
+                m(&|s| s.expected as f64),
+                m(&|s| s.captured as f64),
+                m(&|s| s.reported_lost as f64),
+                m(&|s| s.recursion_misses as f64),
+                m(&|s| s.expected.saturating_sub(s.captured) as f64),
+                m(&|s| s.kernel_ns as f64 / events(s)),
+                m(&|s| s.cpu_s / events(s) * 1e6),
+                m(&|s| s.rss_kib as f64 / 1024.0),
+                of.iter().filter_map(|s| s.startup_ms).map(|ms| format!("{ms:.0}")).collect::<Vec<_>>().join("/"),
+            );
+        }
+    }
+    let _ = fs::write(stats_path, stats_before.trim());
+    if mounted_tracefs {
+        let _ = Command::new("umount").arg("/sys/kernel/tracing").status();
+    }
+}
