@@ -137,13 +137,26 @@ fn max_prog_id() -> u32 {
     ProgInfoIter::default().map(|p| p.id).max().unwrap_or(0)
 }
 
-/// Run time and recursion misses of the programs loaded after `after`.
-fn prog_stats(after: u32) -> (u64, u64) {
+/// Run time of the programs loaded after `after`, and the recursion misses of the ones whose
+/// name starts with `state_prog` (the programs on inet_sock_set_state).
+fn prog_stats(after: u32, state_prog: &str) -> (u64, u64) {
     ProgInfoIter::default()
         .filter(|p| p.id > after)
         .fold((0, 0), |(ns, miss), p| {
-            (ns + p.run_time_ns, miss + p.recursion_misses)
+            let on_state = p.name.to_string_lossy().starts_with(state_prog);
+            (
+                ns + p.run_time_ns,
+                miss + if on_state { p.recursion_misses } else { 0 },
+            )
         })
+}
+
+/// Transitions tcpstates reported as skipped by the kernel, from its summary line
+/// "... N lost (R ring buffer full, S BPF recursion)".
+fn reported_skips(err: &str) -> Option<u64> {
+    let line = err.lines().rev().find(|l| l.contains(" BPF recursion)"))?;
+    let before = line.split(" BPF recursion)").next()?;
+    before.rsplit(' ').next()?.parse().ok()
 }
 
 fn proc_cpu_and_rss(pid: u32) -> (f64, u64) {
@@ -288,7 +301,8 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
 
     if let Some(mut child) = child {
         std::thread::sleep(Duration::from_millis(500));
-        let (kernel_ns, misses) = prog_stats(before);
+        // libbpf-tools' program is handle_set_state (names are cut to 15 bytes).
+        let (kernel_ns, misses) = prog_stats(before, "handle_set_stat");
         let (cpu, rss) = proc_cpu_and_rss(child.id());
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -299,7 +313,10 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
         let err = fs::read_to_string(&err_path).unwrap_or_default();
         sample.captured = count_transitions(tracer, &out).saturating_sub(probe_events);
         sample.reported_lost = reported_lost(tracer, &out, &err);
-        sample.recursion_misses = misses;
+        sample.recursion_misses = match tracer {
+            Tracer::LibbpfTools => misses,
+            _ => reported_skips(&err).unwrap_or(0),
+        };
         sample.kernel_ns = kernel_ns;
         sample.cpu_s = cpu;
         sample.rss_kib = rss;

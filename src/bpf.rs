@@ -17,6 +17,10 @@ use crate::config::Filters;
 use crate::event::{self, Socket, SOCKET_RECORD_SIZE};
 use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 
+/// Indexes of the `lost` map (as in the BPF program).
+const LOST_RING: u32 = 0;
+const NESTED_HANDLED: u32 = 1;
+
 /// Entries of the TIME_WAIT map (as declared in the BPF program).
 const TW_ENTRIES: u32 = 65536;
 
@@ -132,6 +136,7 @@ impl<'obj> Tracer<'obj> {
             .context("sizing the TIME_WAIT map")?;
         // Each program loaded costs verification time at start.
         open.progs.on_set_state.set_autoload(parts.hooks);
+        open.progs.on_set_state_nested.set_autoload(parts.hooks);
         open.progs.on_timer_start.set_autoload(parts.hooks);
         open.progs.on_cache_free.set_autoload(parts.hooks);
         open.progs.dump_sockets.set_autoload(parts.socket_list);
@@ -169,7 +174,13 @@ impl<'obj> Tracer<'obj> {
                 .on_cache_free
                 .attach()
                 .map_err(attach_failed("kmem_cache_free"))?;
+            let set_state_nested = skel
+                .progs
+                .on_set_state_nested
+                .attach()
+                .map_err(attach_failed("inet_sock_set_state"))?;
             skel.links.on_set_state = Some(set_state);
+            skel.links.on_set_state_nested = Some(set_state_nested);
             skel.links.on_timer_start = Some(timer_start);
             skel.links.on_cache_free = Some(cache_free);
         }
@@ -243,12 +254,17 @@ impl<'obj> Tracer<'obj> {
 
     /// Records the kernel could not reserve in the ring buffer since load, over all CPUs.
     pub fn ring_buffer_drops(&self) -> Result<u64> {
+        self.counter(LOST_RING)
+    }
+
+    /// A per-CPU counter of the `lost` map, summed over CPUs.
+    fn counter(&self, index: u32) -> Result<u64> {
         let per_cpu = self
             .skel
             .maps
             .lost
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .context("reading the lost-event counter")?
+            .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+            .context("reading the lost-event counters")?
             .unwrap_or_default();
         Ok(per_cpu
             .iter()
@@ -257,14 +273,18 @@ impl<'obj> Tracer<'obj> {
             .sum())
     }
 
-    /// Runs of each program that the kernel skipped because it was already running on that CPU.
-    pub fn recursion_misses(&self) -> RecursionMisses {
+    /// Runs the kernel skipped because the program was already running on that CPU. Nested state
+    /// changes skipped by on_set_state are taken by on_set_state_nested; only the rest count.
+    pub fn recursion_misses(&self) -> Result<RecursionMisses> {
         let progs = &self.skel.progs;
-        RecursionMisses {
-            set_state: prog_recursion_misses(progs.on_set_state.as_fd()),
+        let outer = prog_recursion_misses(progs.on_set_state.as_fd());
+        let nested = prog_recursion_misses(progs.on_set_state_nested.as_fd());
+        let taken = self.counter(NESTED_HANDLED)?;
+        Ok(RecursionMisses {
+            set_state: outer.saturating_sub(taken) + nested,
             timewait: prog_recursion_misses(progs.on_timer_start.as_fd())
                 + prog_recursion_misses(progs.on_cache_free.as_fd()),
-        }
+        })
     }
 }
 

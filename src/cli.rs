@@ -98,7 +98,7 @@ pub struct Args {
     pub duration: Option<Duration>,
 
     /// Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)
-    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_ring_size)]
+    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_ring_size)]
     pub ring_size: u32,
 
     /// Print libbpf's own messages to stderr
@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn ring_size_takes_suffixes_and_powers_of_two() {
-        assert_eq!(parse(&[]).unwrap().ring_size, 4 << 20);
+        assert_eq!(parse(&[]).unwrap().ring_size, 2 << 20);
         assert_eq!(parse(&["--ring-size", "4096"]).unwrap().ring_size, 4096);
         assert_eq!(parse(&["--ring-size", "64k"]).unwrap().ring_size, 64 << 10);
         assert!(parse(&["--ring-size", "5000"]).is_err());

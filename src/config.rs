@@ -151,7 +151,7 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.filters, Filters::default());
         assert_eq!(c.output, OutputFormat::Text);
-        assert_eq!(c.ring_size, 4 << 20);
+        assert_eq!(c.ring_size, 2 << 20);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::{preflight, signals};
 /// How long a poll waits for a wakeup; the BPF side wakes us early only when the ring fills.
 /// Short enough that a lone event is shown at once, long enough to cost nothing when idle.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Records read from the ring between two writes to stdout.
+const CHUNK: usize = 1024;
 /// How often the kernel's loss counters are read (and new losses reported).
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -66,22 +68,28 @@ pub fn run(config: &Config) -> Result<()> {
             d.saturating_duration_since(Instant::now())
                 .min(POLL_INTERVAL)
         });
-        if let Err(err) = ring.poll(timeout) {
-            if err.kind() != libbpf_rs::ErrorKind::Interrupted {
-                return Err(err).context("polling the ring buffer");
-            }
-        }
-        // Wakeups are batched, so read whatever is there after every poll.
-        ring.consume().context("reading the ring buffer")?;
+        wait_for_records(&ring, timeout)?;
         let stopping = signals::stop_requested() || deadline.is_some_and(|d| Instant::now() >= d);
-
-        let done = render_batch(
-            &mut batch.borrow_mut(),
-            renderer.as_mut(),
-            &mut buf,
-            config.count,
-            &mut shown,
-        );
+        // Wakeups are batched, so read whatever is there, a chunk at a time: memory stays bounded
+        // however much the kernel has queued.
+        let done = loop {
+            let read = ring.consume_raw_n(CHUNK);
+            if read < 0 {
+                return Err(std::io::Error::from_raw_os_error(-read))
+                    .context("reading the ring buffer");
+            }
+            let done = render_batch(
+                &mut batch.borrow_mut(),
+                renderer.as_mut(),
+                &mut buf,
+                config.count,
+                &mut shown,
+            );
+            write_out(&mut out, &mut buf)?;
+            if done || (read as usize) < CHUNK {
+                break done;
+            }
+        };
         if done || stopping || losses_checked.elapsed() >= LOSS_CHECK_INTERVAL {
             losses_checked = Instant::now();
             for (new, reason) in losses.update(&tracer)? {
@@ -124,6 +132,22 @@ fn render_batch(
     }
     batch.clear();
     count.is_some_and(|n| *shown >= n)
+}
+
+/// Waits until the kernel wakes us or `timeout` passes; a signal just ends the wait.
+fn wait_for_records(ring: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> Result<()> {
+    let mut event = libc::epoll_event { events: 0, u64: 0 };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the ring buffer's epoll descriptor stays open while `ring` lives; `event` is a
+    // valid buffer for one event.
+    let n = unsafe { libc::epoll_wait(ring.epoll_fd(), &mut event, 1, ms) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).context("waiting for the ring buffer");
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn write_out(out: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<()> {

@@ -16,7 +16,7 @@ impl Losses {
     /// Reads the kernel's counters and returns the losses new since the last call.
     pub fn update(&mut self, tracer: &Tracer<'_>) -> Result<[(u64, LostReason); 2]> {
         let drops = tracer.ring_buffer_drops()?;
-        let misses = tracer.recursion_misses();
+        let misses = tracer.recursion_misses()?;
         Ok(self.advance(drops, misses))
     }
 
