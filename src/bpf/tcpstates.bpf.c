@@ -77,11 +77,9 @@ struct tw_slot {
 };
 
 /* Map sizes are documented in the README and the man page. */
-/* Per-CPU LRU lists: a common list takes a global lock on every update. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } socks SEC(".maps");
@@ -89,7 +87,6 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } tws SEC(".maps");
@@ -399,7 +396,8 @@ static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	__u64 skaddr = (__u64)sk;
-	__u64 now, prev_ts = 0, tw;
+	__u64 now, prev_ts = 0, tw = 0;
+	int reported;
 	struct sock_info fresh = {};
 	struct sock_info *info;
 	__be16 sport;
@@ -462,23 +460,20 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			bpf_map_delete_elem(&listeners, &key);
 	}
 
-	if (newstate != TCP_CLOSE) {
-		emit(&sk->__sk_common, true, sport, skaddr, 0, oldstate, newstate, prev_ts, now, info);
-		return;
+	/* One emit call site: each is inlined, and verified again, in both programs. */
+	reported = newstate;
+	if (newstate == TCP_CLOSE) {
+		tw = take_timewait_successor(sk);
+		if (tw) {
+			/* The connection lives on as the timewait socket: hand it what we know. */
+			bpf_map_update_elem(&tws, &tw, info, BPF_ANY);
+			reported = TCP_TIME_WAIT;
+		}
 	}
-
-	tw = take_timewait_successor(sk);
-	if (tw) {
-		/* The connection lives on as the timewait socket: hand it what we know. */
-		bpf_map_update_elem(&tws, &tw, info, BPF_ANY);
-		emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, TCP_TIME_WAIT, prev_ts, now,
-		     info);
-	} else {
-		emit(&sk->__sk_common, true, sport, skaddr, 0, oldstate, TCP_CLOSE, prev_ts, now, info);
-	}
+	emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, reported, prev_ts, now, info);
 	/* Last: info may point into the entry being deleted. */
-	bpf_map_delete_elem(&socks, &skaddr);
-	return;
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&socks, &skaddr);
 }
 
 SEC("tp_btf/inet_sock_set_state")
