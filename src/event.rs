@@ -1,5 +1,6 @@
 //! Decoding of the BPF program's ring-buffer records into events.
 
+use std::cell::{Cell, RefCell, RefMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Result};
@@ -160,6 +161,34 @@ fn owner(flags: u8, pid: u32, comm: &[i8; 16]) -> Option<Owner> {
         pid,
         comm: Comm::new(&comm.map(|c| c as u8)),
     })
+}
+
+/// Transitions decoded from ring-buffer records, waiting for the main loop to take them.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    pending: RefCell<Vec<Transition>>,
+    undecodable: Cell<u64>,
+}
+
+impl Inbox {
+    /// The ring buffer's callback: decodes one record (0 = go on).
+    pub fn receive(&self, data: &[u8]) -> i32 {
+        match decode(data) {
+            Ok(t) => self.pending.borrow_mut().push(t),
+            Err(_) => self.undecodable.set(self.undecodable.get() + 1),
+        }
+        0
+    }
+
+    /// The transitions received so far; drain them.
+    pub fn take(&self) -> RefMut<'_, Vec<Transition>> {
+        self.pending.borrow_mut()
+    }
+
+    /// Records that were not understood (a newer BPF program, or a bug).
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable.get()
+    }
 }
 
 /// Decodes one ring-buffer record.

@@ -1,6 +1,5 @@
 //! Live mode: stream every transition as it happens until stopped, then report the totals.
 
-use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::event::{self, Transition};
+use crate::event::{Inbox, Transition};
 use crate::losses::Losses;
 use crate::render::{self, Renderer};
 use crate::{preflight, signals};
@@ -43,15 +42,8 @@ pub fn run(config: &Config) -> Result<()> {
     let clock = Clock::measure();
     let mut renderer = render::for_config(config, clock);
 
-    let batch = RefCell::new(Vec::<Transition>::with_capacity(4096));
-    let undecodable = Cell::new(0u64);
-    let ring = tracer.ring_buffer(|data| {
-        match event::decode(data) {
-            Ok(t) => batch.borrow_mut().push(t),
-            Err(_) => undecodable.set(undecodable.get() + 1),
-        }
-        0
-    })?;
+    let inbox = Inbox::default();
+    let ring = tracer.ring_buffer(|data| inbox.receive(data))?;
 
     eprintln!("Tracing TCP state transitions. Hit Ctrl-C to end.");
     let mut out = io::stdout().lock();
@@ -79,7 +71,7 @@ pub fn run(config: &Config) -> Result<()> {
                     .context("reading the ring buffer");
             }
             let done = render_batch(
-                &mut batch.borrow_mut(),
+                &mut inbox.take(),
                 renderer.as_mut(),
                 &mut buf,
                 config.count,
@@ -108,8 +100,8 @@ pub fn run(config: &Config) -> Result<()> {
         "tcpstates: {shown} transitions shown, {}",
         losses.describe()
     );
-    if undecodable.get() > 0 {
-        summary.push_str(&format!("; {} records not understood", undecodable.get()));
+    if inbox.undecodable() > 0 {
+        summary.push_str(&format!("; {} records not understood", inbox.undecodable()));
     }
     eprintln!("{summary}");
     Ok(())

@@ -224,6 +224,9 @@ fn ms(ns: u64) -> f64 {
 /// A connection's fields in JSON and CSV.
 #[derive(Serialize)]
 struct ConnRecord<'a> {
+    /// The snapshot's time: a CSV row's first column; JSON has it once per snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<&'a str>,
     family: &'static str,
     laddr: std::net::IpAddr,
     lport: u16,
@@ -244,6 +247,7 @@ impl<'a> ConnRecord<'a> {
     fn new(c: &'a Conn, now_ns: u64) -> ConnRecord<'a> {
         let age = c.age(now_ns);
         ConnRecord {
+            time: None,
             family: if c.is_ipv6() { "ipv6" } else { "ipv4" },
             laddr: c.local,
             lport: c.local_port,
@@ -400,23 +404,6 @@ impl SnapshotRenderer for SnapshotJson {
     }
 }
 
-#[derive(Serialize)]
-struct CsvRow<'a> {
-    time: &'a str,
-    family: &'static str,
-    laddr: std::net::IpAddr,
-    lport: u16,
-    raddr: std::net::IpAddr,
-    rport: u16,
-    state: &'static str,
-    pid: Option<u32>,
-    comm: Option<std::borrow::Cow<'a, str>>,
-    since_ms: Option<f64>,
-    idle_ms: Option<f64>,
-    netns: u32,
-    cgroup: u64,
-}
-
 /// CSV: one row per connection per snapshot, the snapshot's time first.
 pub struct SnapshotCsv {
     header_written: bool,
@@ -437,21 +424,9 @@ impl SnapshotRenderer for SnapshotCsv {
             .has_headers(!self.header_written)
             .from_writer(&mut *out);
         for c in &r.conns {
-            let rec = ConnRecord::new(c, r.now_ns);
-            let row = CsvRow {
-                time: &time,
-                family: rec.family,
-                laddr: rec.laddr,
-                lport: rec.lport,
-                raddr: rec.raddr,
-                rport: rec.rport,
-                state: rec.state,
-                pid: rec.pid,
-                comm: rec.comm,
-                since_ms: rec.since_ms,
-                idle_ms: rec.idle_ms,
-                netns: rec.netns,
-                cgroup: rec.cgroup,
+            let row = ConnRecord {
+                time: Some(&time),
+                ..ConnRecord::new(c, r.now_ns)
             };
             if writer.serialize(row).is_err() {
                 return;
