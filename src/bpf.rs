@@ -126,6 +126,24 @@ impl<'obj> Tracer<'obj> {
         } else {
             (4096, 1)
         };
+        // Without hooks the owner maps only receive the sockets that exist now: sized to them,
+        // they cost less to allocate than the defaults (preallocated LRU maps).
+        if !parts.hooks {
+            if let Some(sockets) = tcp_sockets_allocated() {
+                let entries = u32::try_from(sockets.saturating_mul(2).saturating_add(1024))
+                    .unwrap_or(u32::MAX);
+                let socks = open.maps.socks.max_entries();
+                open.maps
+                    .socks
+                    .set_max_entries(entries.min(socks))
+                    .context("sizing the socket map")?;
+                let listeners = open.maps.listeners.max_entries();
+                open.maps
+                    .listeners
+                    .set_max_entries(entries.min(listeners))
+                    .context("sizing the listener map")?;
+            }
+        }
         open.maps
             .events
             .set_max_entries(ring_size)
@@ -286,6 +304,15 @@ impl<'obj> Tracer<'obj> {
                 + prog_recursion_misses(progs.on_cache_free.as_fd()),
         })
     }
+}
+
+/// Full TCP sockets allocated on the host, all namespaces ("alloc" in /proc/net/sockstat).
+fn tcp_sockets_allocated() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let words: Vec<&str> = tcp.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "alloc")?;
+    words.get(at + 1)?.parse().ok()
 }
 
 fn attach_failed(hook: &'static str) -> impl Fn(libbpf_rs::Error) -> anyhow::Error {
