@@ -291,15 +291,16 @@ impl<'obj> Tracer<'obj> {
             .sum())
     }
 
-    /// Runs the kernel skipped because the program was already running on that CPU. Nested state
-    /// changes skipped by on_set_state are taken by on_set_state_nested; only the rest count.
+    /// Runs the kernel skipped because the program was already running on that CPU. Every state
+    /// change runs on_set_state or is skipped by it; on_set_state_nested takes the skipped ones
+    /// while on_set_state is mid-run, so the rest are the loss. (When on_set_state_nested is the
+    /// one skipped, on_set_state ran for that change: no loss.)
     pub fn recursion_misses(&self) -> Result<RecursionMisses> {
         let progs = &self.skel.progs;
-        let outer = prog_recursion_misses(progs.on_set_state.as_fd());
-        let nested = prog_recursion_misses(progs.on_set_state_nested.as_fd());
+        let skipped = prog_recursion_misses(progs.on_set_state.as_fd());
         let taken = self.counter(NESTED_HANDLED)?;
         Ok(RecursionMisses {
-            set_state: outer.saturating_sub(taken) + nested,
+            set_state: skipped.saturating_sub(taken),
             timewait: prog_recursion_misses(progs.on_timer_start.as_fd())
                 + prog_recursion_misses(progs.on_cache_free.as_fd()),
         })

@@ -494,7 +494,7 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
  * A softirq can interrupt on_set_state and hit the same tracepoint on that CPU; the kernel then
  * skips on_set_state, which is still running there. This second program on the same tracepoint
  * takes exactly those events. The kernel's skip count of on_set_state minus NESTED_HANDLED is
- * what neither saw (an interrupt outside the `running` window), and is reported as lost.
+ * what neither saw (an interrupt just outside the `running` window), and is reported as lost.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_set_state_nested, const struct sock *sk, const int oldstate, const int newstate)
