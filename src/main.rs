@@ -1,42 +1,13 @@
 //! tcpstates: trace TCP state transitions with eBPF. Thin entry point: args, config, run, exit code.
 
-mod bpf;
-mod cli;
-mod clock;
-mod config;
-mod event;
-#[cfg(test)]
-mod generated;
-mod live;
-mod losses;
-mod preflight;
-mod render;
-mod report;
-mod resolve;
-mod sanitize;
-mod signals;
-mod snapshots;
-mod table;
-mod tcp_state;
-
-mod skel {
-    #![allow(
-        clippy::all,
-        clippy::pedantic,
-        missing_docs,
-        unsafe_op_in_unsafe_fn,
-        warnings
-    )]
-    include!(concat!(env!("OUT_DIR"), "/tcpstates.skel.rs"));
-}
-
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
 
-use crate::cli::Args;
-use crate::config::{Config, Mode};
+use tcpstates::cli::Args;
+use tcpstates::config::{Config, Mode};
+use tcpstates::{live, snapshots};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {

@@ -145,6 +145,6 @@ fn renderer(format: OutputFormat, summary: bool) -> Box<dyn SnapshotRenderer> {
             Box::new(SnapshotText::new(terminal, terminal && !no_color, summary))
         }
         OutputFormat::Json => Box::new(SnapshotJson::new(summary)),
-        OutputFormat::Csv => Box::new(SnapshotCsv::new()),
+        OutputFormat::Csv => Box::new(SnapshotCsv::default()),
     }
 }

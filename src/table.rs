@@ -186,6 +186,10 @@ impl ConnTable {
     pub fn len(&self) -> usize {
         self.conns.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
 }
 
 #[cfg(test)]

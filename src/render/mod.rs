@@ -48,12 +48,22 @@ pub trait Renderer {
 
 /// The renderer for the configured format.
 pub fn for_config(config: &Config, clock: Clock) -> Box<dyn Renderer> {
-    match config.output {
+    for_format(config.output, clock, config.timestamp, config.wide)
+}
+
+/// The renderer of one format; `timestamp` and `wide` shape the text columns.
+pub fn for_format(
+    format: OutputFormat,
+    clock: Clock,
+    timestamp: bool,
+    wide: bool,
+) -> Box<dyn Renderer> {
+    match format {
         OutputFormat::Text => Box::new(text::TextRenderer::new(
             clock,
             LocalTime::system(),
-            config.timestamp,
-            config.wide,
+            timestamp,
+            wide,
         )),
         OutputFormat::Json => Box::new(json::JsonRenderer::new(clock)),
         OutputFormat::Csv => Box::new(csv::CsvRenderer::new(clock)),

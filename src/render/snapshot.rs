@@ -405,16 +405,9 @@ impl SnapshotRenderer for SnapshotJson {
 }
 
 /// CSV: one row per connection per snapshot, the snapshot's time first.
+#[derive(Default)]
 pub struct SnapshotCsv {
     header_written: bool,
-}
-
-impl SnapshotCsv {
-    pub fn new() -> SnapshotCsv {
-        SnapshotCsv {
-            header_written: false,
-        }
-    }
 }
 
 impl SnapshotRenderer for SnapshotCsv {
@@ -548,7 +541,7 @@ mod tests {
     #[test]
     fn csv_golden() {
         let t = table();
-        let mut renderer = SnapshotCsv::new();
+        let mut renderer = SnapshotCsv::default();
         let mut out = Vec::new();
         renderer.snapshot(&mut out, &report(&t));
         renderer.snapshot(&mut out, &report(&t));

@@ -1,0 +1,32 @@
+//! tcpstates as a library: the modules of the binary, public so that the benchmarks can drive
+//! them. The command-line program is src/main.rs.
+
+pub mod bpf;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod event;
+#[cfg(test)]
+mod generated;
+pub mod live;
+pub mod losses;
+pub mod preflight;
+pub mod render;
+pub mod report;
+pub mod resolve;
+pub mod sanitize;
+pub mod signals;
+pub mod snapshots;
+pub mod table;
+pub mod tcp_state;
+
+pub mod skel {
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_docs,
+        unsafe_op_in_unsafe_fn,
+        warnings
+    )]
+    include!(concat!(env!("OUT_DIR"), "/tcpstates.skel.rs"));
+}
