@@ -21,9 +21,6 @@ use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 const LOST_RING: u32 = 0;
 const NESTED_HANDLED: u32 = 1;
 
-/// Entries of the TIME_WAIT map (as declared in the BPF program).
-const TW_ENTRIES: u32 = 65536;
-
 /// libbpf's warnings, kept to explain a failure when -v was not given.
 static LIBBPF_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -75,6 +72,7 @@ pub struct Parts {
 /// The loaded and attached program.
 pub struct Tracer<'obj> {
     skel: TcpstatesSkel<'obj>,
+    parts: Parts,
 }
 
 impl<'obj> Tracer<'obj> {
@@ -119,16 +117,22 @@ impl<'obj> Tracer<'obj> {
         rodata.filter_states = filters.state_mask;
         // Wake the reader early only when the ring is an eighth full; otherwise it polls on a timer.
         rodata.wakeup_bytes = u64::from(ring_size / 8);
-        // Without hooks nothing is streamed and no socket enters TIME_WAIT under our watch:
-        // the smallest ring and TIME_WAIT map save allocating and zeroing megabytes.
-        let (ring_size, tw_entries) = if parts.hooks {
-            (ring_size, TW_ENTRIES)
-        } else {
-            (4096, 1)
-        };
-        // Without hooks the owner maps only receive the sockets that exist now: sized to them,
-        // they cost less to allocate than the defaults (preallocated LRU maps).
+        open.maps
+            .events
+            .set_max_entries(ring_size)
+            .context("sizing the ring buffer")?;
         if !parts.hooks {
+            // Nothing is streamed and no socket enters TIME_WAIT under our watch, and the owner
+            // maps only receive the sockets that exist now: smaller maps cost less to allocate
+            // and zero than the preallocated defaults.
+            open.maps
+                .events
+                .set_max_entries(4096)
+                .context("sizing the ring buffer")?;
+            open.maps
+                .tws
+                .set_max_entries(1)
+                .context("sizing the TIME_WAIT map")?;
             if let Some(sockets) = tcp_sockets_allocated() {
                 let entries = u32::try_from(sockets.saturating_mul(2).saturating_add(1024))
                     .unwrap_or(u32::MAX);
@@ -144,14 +148,6 @@ impl<'obj> Tracer<'obj> {
                     .context("sizing the listener map")?;
             }
         }
-        open.maps
-            .events
-            .set_max_entries(ring_size)
-            .context("sizing the ring buffer")?;
-        open.maps
-            .tws
-            .set_max_entries(tw_entries)
-            .context("sizing the TIME_WAIT map")?;
         // Each program loaded costs verification time at start.
         open.progs.on_set_state.set_autoload(parts.hooks);
         open.progs.on_set_state_nested.set_autoload(parts.hooks);
@@ -202,7 +198,7 @@ impl<'obj> Tracer<'obj> {
             skel.links.on_timer_start = Some(timer_start);
             skel.links.on_cache_free = Some(cache_free);
         }
-        let tracer = Tracer { skel };
+        let tracer = Tracer { skel, parts };
         tracer.seed_owners()?;
         Ok(tracer)
     }
@@ -296,6 +292,10 @@ impl<'obj> Tracer<'obj> {
     /// while on_set_state is mid-run, so the rest are the loss. (When on_set_state_nested is the
     /// one skipped, on_set_state ran for that change: no loss.)
     pub fn recursion_misses(&self) -> Result<RecursionMisses> {
+        if !self.parts.hooks {
+            // Not loaded: nothing was run, so nothing was skipped.
+            return Ok(RecursionMisses::default());
+        }
         let progs = &self.skel.progs;
         let skipped = prog_recursion_misses(progs.on_set_state.as_fd());
         let taken = self.counter(NESTED_HANDLED)?;

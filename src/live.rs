@@ -122,12 +122,11 @@ fn render_batch(
         renderer.transition(buf, &transition);
         *shown += 1;
     }
-    batch.clear();
     count.is_some_and(|n| *shown >= n)
 }
 
 /// Waits until the kernel wakes us or `timeout` passes; a signal just ends the wait.
-fn wait_for_records(ring: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_for_records(ring: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> Result<()> {
     let mut event = libc::epoll_event { events: 0, u64: 0 };
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: the ring buffer's epoll descriptor stays open while `ring` lives; `event` is a

@@ -16,7 +16,7 @@ use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::event::Inbox;
-use crate::live::{write_out, POLL_INTERVAL};
+use crate::live::{wait_for_records, write_out, POLL_INTERVAL};
 use crate::losses::Losses;
 use crate::render::snapshot::{SnapshotCsv, SnapshotJson, SnapshotRenderer, SnapshotText};
 use crate::report::Report;
@@ -122,11 +122,7 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
-        if let Err(err) = ring.poll(timeout) {
-            if err.kind() != libbpf_rs::ErrorKind::Interrupted {
-                return Err(err).context("polling the ring buffer");
-            }
-        }
+        wait_for_records(&ring, timeout)?;
     }
     drop(out);
     eprintln!(

@@ -196,6 +196,21 @@ static __always_inline void read_addresses(const struct sock_common *skc, __u16 
 	}
 }
 
+/* The same, from a typed (BTF) socket pointer: plain loads instead of probe helpers. */
+static __always_inline void copy_addresses(const struct sock_common *skc, __u16 family, __u8 *saddr,
+					   __u8 *daddr)
+{
+	if (family == AF_INET) {
+		__builtin_memset(saddr, 0, 16);
+		__builtin_memset(daddr, 0, 16);
+		__builtin_memcpy(saddr, &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(daddr, &skc->skc_daddr, 4);
+	} else {
+		__builtin_memcpy(saddr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(daddr, &skc->skc_v6_daddr, 16);
+	}
+}
+
 static __always_inline void count(__u32 what)
 {
 	__u64 *n = bpf_map_lookup_elem(&lost, &what);
@@ -245,17 +260,10 @@ static __always_inline void emit(const struct sock_common *skc, bool typed, __be
 	e->netns = netns;
 	e->pid = info->pid;
 	__builtin_memcpy(e->comm, info->comm, TASK_COMM_LEN);
-	if (!typed) {
+	if (typed)
+		copy_addresses(skc, family, e->saddr, e->daddr);
+	else
 		read_addresses(skc, family, e->saddr, e->daddr);
-	} else if (family == AF_INET) {
-		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
-		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
-		__builtin_memcpy(e->saddr, &skc->skc_rcv_saddr, 4);
-		__builtin_memcpy(e->daddr, &skc->skc_daddr, 4);
-	} else {
-		__builtin_memcpy(e->saddr, &skc->skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(e->daddr, &skc->skc_v6_daddr, 16);
-	}
 	e->sport = lport;
 	e->dport = rport;
 	e->family = family;
@@ -657,13 +665,7 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 	r.pid = info->pid;
 	__builtin_memcpy(r.comm, info->comm, TASK_COMM_LEN);
 	r.flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
-	if (r.family == AF_INET) {
-		__builtin_memcpy(r.saddr, &skc->skc_rcv_saddr, 4);
-		__builtin_memcpy(r.daddr, &skc->skc_daddr, 4);
-	} else {
-		__builtin_memcpy(r.saddr, &skc->skc_v6_rcv_saddr, 16);
-		__builtin_memcpy(r.daddr, &skc->skc_v6_daddr, 16);
-	}
+	copy_addresses(skc, r.family, r.saddr, r.daddr);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }
