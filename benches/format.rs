@@ -47,12 +47,20 @@ fn main() {
         ("json", OutputFormat::Json),
         ("csv", OutputFormat::Csv),
     ] {
-        let mut renderer = render::for_format(format, Clock::measure(), false, false);
+        let mut renderer = render::for_format(
+            format,
+            Clock::measure(),
+            false,
+            false,
+            render::Rows::Transitions,
+        );
         let mut buf = Vec::with_capacity(1 << 17);
         let start = Instant::now();
         for _ in 0..EVENTS {
-            let transition = event::decode(black_box(&raw)).expect("a valid record");
-            renderer.transition(&mut buf, &transition);
+            match event::decode(black_box(&raw)).expect("a valid record") {
+                event::Record::Transition(t) => renderer.transition(&mut buf, &t),
+                event::Record::Notice(n) => renderer.notice(&mut buf, &n, None),
+            }
             if buf.len() >= 1 << 16 {
                 sink.write_all(&buf).expect("writing to a sink");
                 buf.clear();

@@ -23,7 +23,7 @@ _tcpstates() {
 
     case "${cmd}" in
         tcpstates)
-            opts="-4 -6 -L -D -p -c -T -w -o -v -h -V --ipv4 --ipv6 --localport --remoteport --pid --comm --cgroup --netns --state --timestamp --wide --output --snapshot --summary --count --duration --ring-size --verbose --help --version"
+            opts="-4 -6 -L -D -p -c -T -w -o -i -v -h -V --ipv4 --ipv6 --localport --remoteport --pid --comm --cgroup --netns --state --timestamp --wide --output --snapshot --summary --info --lifetimes --events --alert --count --duration --ring-size --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -82,6 +82,14 @@ _tcpstates() {
                     return 0
                     ;;
                 --snapshot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --events)
+                    COMPREPLY=($(compgen -W "retransmit reset drop" -- "${cur}"))
+                    return 0
+                    ;;
+                --alert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

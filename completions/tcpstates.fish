@@ -9,6 +9,10 @@ complete -c tcpstates -s o -l output -d 'Output format' -r -f -a "text\t'Aligned
 json\t'One JSON object per line'
 csv\t'Comma-separated values with a header row'"
 complete -c tcpstates -l snapshot -d 'Instead of the stream, print what the connections are now, every INTERVAL (e.g. 1s, 5s, 1m)' -r
+complete -c tcpstates -l events -d 'Also stream these events (comma-separated): retransmit, reset (sent and received), drop (TCP packets the kernel dropped, with its reason)' -r -f -a "retransmit\t'A segment retransmitted'
+reset\t'An RST sent or received'
+drop\t'A TCP packet dropped by the kernel, with its drop reason'"
+complete -c tcpstates -l alert -d 'Report each socket once when it stays in STATE longer than DURATION (e.g. CLOSE_WAIT=30s); repeatable. Exit status 3 if any alert fired' -r
 complete -c tcpstates -l count -d 'Stop after N transitions (with --snapshot: after N snapshots)' -r
 complete -c tcpstates -l duration -d 'Stop after this long (e.g. 500ms, 5s, 2m)' -r
 complete -c tcpstates -l ring-size -d 'Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)' -r
@@ -17,6 +21,8 @@ complete -c tcpstates -s 6 -l ipv6 -d 'Trace IPv6 sockets only'
 complete -c tcpstates -s T -l timestamp -d 'Include a wall-clock time column (local time, HH:MM:SS.mmm)'
 complete -c tcpstates -s w -l wide -d 'Wide output: socket address (SKADDR), IP version, full-width addresses and command'
 complete -c tcpstates -l summary -d 'With --snapshot: only the counts and diagnoses, without the connection table'
+complete -c tcpstates -s i -l info -d 'With --snapshot: RTT, retransmits and unacknowledged data of each connection (as ss -i)'
+complete -c tcpstates -l lifetimes -d 'Instead of transitions, one record per connection when it ends: owner, addresses, start, duration, bytes, segments, retransmits, RTT, who closed first and how it ended'
 complete -c tcpstates -s v -l verbose -d 'Print libbpf\'s own messages to stderr'
 complete -c tcpstates -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpstates -s V -l version -d 'Print version'

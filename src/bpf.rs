@@ -13,13 +13,18 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBuffe
 
 use nix::sched::{setns, CloneFlags};
 
-use crate::config::Filters;
+use crate::config::{Events, Filters};
 use crate::event::{self, Socket, SOCKET_RECORD_SIZE};
 use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 
 /// Indexes of the `lost` map (as in the BPF program).
 const LOST_RING: u32 = 0;
 const NESTED_HANDLED: u32 = 1;
+/// Record kinds (as in tcpstates.h).
+const EVENT_RETRANSMIT: u32 = 2;
+const EVENT_RESET_SENT: u32 = 3;
+const EVENT_RESET_RECEIVED: u32 = 4;
+const EVENT_DROP: u32 = 5;
 
 /// libbpf's warnings, kept to explain a failure when -v was not given.
 static LIBBPF_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -67,12 +72,20 @@ pub struct Parts {
     pub hooks: bool,
     /// The iterator that lists existing sockets (snapshots).
     pub socket_list: bool,
+    /// Connection figures with the transition that ends each connection (lifetimes).
+    pub stats: bool,
+    /// Only the transitions that end connections are wanted.
+    pub final_only: bool,
+    /// Events streamed besides transitions.
+    pub events: Events,
 }
 
 /// The loaded and attached program.
 pub struct Tracer<'obj> {
     skel: TcpstatesSkel<'obj>,
     parts: Parts,
+    /// The optional hooks' links: dropping one detaches it.
+    _extra_links: Vec<libbpf_rs::Link>,
 }
 
 impl<'obj> Tracer<'obj> {
@@ -117,6 +130,17 @@ impl<'obj> Tracer<'obj> {
         rodata.filter_states = filters.state_mask;
         // Wake the reader early only when the ring is an eighth full; otherwise it polls on a timer.
         rodata.wakeup_bytes = u64::from(ring_size / 8);
+        rodata.with_stats = parts.stats;
+        rodata.final_only = parts.final_only;
+        rodata.notice_kinds = [
+            (parts.events.retransmit, EVENT_RETRANSMIT),
+            (parts.events.reset, EVENT_RESET_SENT),
+            (parts.events.reset, EVENT_RESET_RECEIVED),
+            (parts.events.drop, EVENT_DROP),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |kinds, (_, kind)| kinds | 1 << kind);
         open.maps
             .events
             .set_max_entries(ring_size)
@@ -154,6 +178,18 @@ impl<'obj> Tracer<'obj> {
         open.progs.on_timer_start.set_autoload(parts.hooks);
         open.progs.on_cache_free.set_autoload(parts.hooks);
         open.progs.dump_sockets.set_autoload(parts.socket_list);
+        let events = parts.events;
+        // Sent resets also tell how connections ended.
+        open.progs
+            .on_send_reset
+            .set_autoload(parts.hooks && (events.reset || parts.stats));
+        open.progs
+            .on_receive_reset
+            .set_autoload(parts.hooks && events.reset);
+        open.progs
+            .on_retransmit
+            .set_autoload(parts.hooks && events.retransmit);
+        open.progs.on_drop.set_autoload(parts.hooks && events.drop);
 
         let mut skel = open.load().map_err(|err| {
             anyhow!(
@@ -172,6 +208,7 @@ impl<'obj> Tracer<'obj> {
             }
         }
 
+        let mut extra_links = Vec::new();
         if parts.hooks {
             let set_state = skel
                 .progs
@@ -197,8 +234,34 @@ impl<'obj> Tracer<'obj> {
             skel.links.on_set_state_nested = Some(set_state_nested);
             skel.links.on_timer_start = Some(timer_start);
             skel.links.on_cache_free = Some(cache_free);
+            let progs = &skel.progs;
+            let wanted = [
+                (
+                    events.reset || parts.stats,
+                    &progs.on_send_reset,
+                    "tcp_send_reset",
+                ),
+                (events.reset, &progs.on_receive_reset, "tcp_receive_reset"),
+                (
+                    events.retransmit,
+                    &progs.on_retransmit,
+                    "tcp_retransmit_skb",
+                ),
+                (events.drop, &progs.on_drop, "kfree_skb"),
+            ];
+            let mut links = Vec::new();
+            for (on, prog, hook) in wanted {
+                if on {
+                    links.push(prog.attach().map_err(attach_failed(hook))?);
+                }
+            }
+            extra_links = links;
         }
-        let tracer = Tracer { skel, parts };
+        let tracer = Tracer {
+            skel,
+            parts,
+            _extra_links: extra_links,
+        };
         tracer.seed_owners()?;
         Ok(tracer)
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::tcp_state::TcpState;
+use crate::tcp_state::{TcpState, UnknownState};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -22,7 +22,14 @@ Examples:
   tcpstates --snapshot 5s           every 5 s: the connections now, per-state counts,
                                     transitions, CLOSE_WAIT holders, TIME_WAIT patterns
   tcpstates --snapshot 1s --count 1 -o json
-                                    one snapshot as JSON, for scripts";
+                                    one snapshot as JSON, for scripts
+  tcpstates --lifetimes             one line per connection when it ends: bytes, RTT,
+                                    retransmits, who closed first, how it ended
+  tcpstates --events retransmit,reset,drop
+                                    transitions, retransmits, resets and TCP drops
+  tcpstates --alert CLOSE_WAIT=30s  report sockets left in CLOSE_WAIT over 30 s
+  tcpstates --snapshot 1s --count 1 --alert CLOSE_WAIT=30s
+                                    a check for cron: exit status 3 if any fires";
 
 /// Trace TCP state transitions, live, with each socket's owning process.
 ///
@@ -89,6 +96,30 @@ pub struct Args {
     #[arg(long, requires = "snapshot")]
     pub summary: bool,
 
+    /// With --snapshot: RTT, retransmits and unacknowledged data of each connection (as ss -i)
+    #[arg(short = 'i', long, requires = "snapshot")]
+    pub info: bool,
+
+    /// Instead of transitions, one record per connection when it ends: owner, addresses, start,
+    /// duration, bytes, segments, retransmits, RTT, who closed first and how it ended
+    #[arg(long, conflicts_with_all = ["snapshot", "state"])]
+    pub lifetimes: bool,
+
+    /// Also stream these events (comma-separated): retransmit, reset (sent and received), drop
+    /// (TCP packets the kernel dropped, with its reason)
+    #[arg(
+        long,
+        value_name = "KINDS",
+        value_delimiter = ',',
+        conflicts_with = "snapshot"
+    )]
+    pub events: Vec<EventKind>,
+
+    /// Report each socket once when it stays in STATE longer than DURATION (e.g. CLOSE_WAIT=30s);
+    /// repeatable. Exit status 3 if any alert fired
+    #[arg(long, value_name = "STATE=DURATION", value_parser = parse_alert)]
+    pub alert: Vec<(TcpState, Duration)>,
+
     /// Stop after N transitions (with --snapshot: after N snapshots)
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
@@ -104,6 +135,17 @@ pub struct Args {
     /// Print libbpf's own messages to stderr
     #[arg(short = 'v', long)]
     pub verbose: bool,
+}
+
+/// Events other than transitions that can be streamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EventKind {
+    /// A segment retransmitted
+    Retransmit,
+    /// An RST sent or received
+    Reset,
+    /// A TCP packet dropped by the kernel, with its drop reason
+    Drop,
 }
 
 /// How transitions are written to stdout.
@@ -143,6 +185,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("the duration must be greater than zero".to_string());
     }
     Ok(duration)
+}
+
+fn parse_alert(s: &str) -> Result<(TcpState, Duration), String> {
+    let (state, duration) = s
+        .split_once('=')
+        .ok_or_else(|| "expected STATE=DURATION, e.g. CLOSE_WAIT=30s".to_string())?;
+    let state: TcpState = state.parse().map_err(|e: UnknownState| e.to_string())?;
+    if matches!(
+        state,
+        TcpState::Close | TcpState::NewSynRecv | TcpState::BoundInactive
+    ) {
+        return Err(format!("no socket stays in {state}"));
+    }
+    Ok((state, parse_duration(duration)?))
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -230,6 +286,48 @@ mod tests {
         assert!(args.summary);
         assert!(parse(&["--summary"]).is_err());
         assert!(parse(&["--snapshot", "soon"]).is_err());
+    }
+
+    #[test]
+    fn alerts_take_a_state_and_a_duration() {
+        let args = parse(&["--alert", "close_wait=30s", "--alert", "SYN_SENT=3s"]).unwrap();
+        assert_eq!(
+            args.alert,
+            vec![
+                (TcpState::CloseWait, Duration::from_secs(30)),
+                (TcpState::SynSent, Duration::from_secs(3))
+            ]
+        );
+        let err = |a: &str| {
+            parse(&["--alert", a])
+                .unwrap_err()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            err("CLOSE_WAIT"),
+            "error: invalid value 'CLOSE_WAIT' for '--alert <STATE=DURATION>': expected STATE=DURATION, e.g. CLOSE_WAIT=30s"
+        );
+        assert!(err("FOO=1s").ends_with("unknown TCP state 'FOO' (expected one of: ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING, NEW_SYN_RECV, BOUND_INACTIVE)"), "{}", err("FOO=1s"));
+        assert_eq!(
+            err("CLOSE=1s"),
+            "error: invalid value 'CLOSE=1s' for '--alert <STATE=DURATION>': no socket stays in CLOSE"
+        );
+        assert!(err("CLOSE_WAIT=soon").contains("for '--alert <STATE=DURATION>'"));
+    }
+
+    #[test]
+    fn lifetimes_and_events() {
+        let args = parse(&["--lifetimes", "--events", "reset,drop"]).unwrap();
+        assert!(args.lifetimes);
+        assert_eq!(args.events, vec![EventKind::Reset, EventKind::Drop]);
+        assert!(parse(&["--lifetimes", "--snapshot", "1s"]).is_err());
+        assert!(parse(&["--lifetimes", "--state", "CLOSE_WAIT"]).is_err());
+        assert!(parse(&["--events", "syn"]).is_err());
+        assert!(parse(&["-i"]).is_err());
     }
 
     #[test]

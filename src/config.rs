@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::cli::{Args, OutputFormat};
+use crate::cli::{Args, EventKind, OutputFormat};
 use crate::resolve;
+use crate::tcp_state::TcpState;
 
 /// The kernel's command names are at most 15 bytes (TASK_COMM_LEN - 1).
 pub const COMM_LEN: usize = 15;
@@ -49,7 +50,33 @@ pub enum Mode {
     /// Every transition as it happens.
     Live,
     /// The connections of one namespace every `interval`.
-    Snapshot { interval: Duration, summary: bool },
+    Snapshot {
+        interval: Duration,
+        summary: bool,
+        /// Per-connection RTT, retransmit and in-flight columns.
+        info: bool,
+    },
+}
+
+/// Events streamed besides transitions (--events).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    pub retransmit: bool,
+    pub reset: bool,
+    pub drop: bool,
+}
+
+impl Events {
+    pub fn any(self) -> bool {
+        self.retransmit || self.reset || self.drop
+    }
+}
+
+/// Report a socket that stays in `state` longer than `after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertRule {
+    pub state: TcpState,
+    pub after: Duration,
 }
 
 /// Everything the run needs, validated.
@@ -66,6 +93,10 @@ pub struct Config {
     pub duration: Option<Duration>,
     pub ring_size: u32,
     pub verbose: bool,
+    /// Connection records instead of transitions.
+    pub lifetimes: bool,
+    pub events: Events,
+    pub alerts: Vec<AlertRule>,
 }
 
 impl Config {
@@ -83,10 +114,17 @@ impl Config {
             Some(interval) => Mode::Snapshot {
                 interval,
                 summary: args.summary,
+                info: args.info,
             },
             None => Mode::Live,
         };
         let state_mask = args.state.iter().fold(0, |mask, s| mask | s.mask());
+        if args.lifetimes
+            && args.output == OutputFormat::Csv
+            && (!args.events.is_empty() || !args.alert.is_empty())
+        {
+            bail!("--lifetimes -o csv writes connection rows only; use -o json or text with --events or --alert");
+        }
         Ok(Config {
             mode,
             netns_path: netns.as_ref().and_then(|(_, path)| path.clone()),
@@ -107,8 +145,25 @@ impl Config {
             duration: args.duration,
             ring_size: args.ring_size,
             verbose: args.verbose,
+            lifetimes: args.lifetimes,
+            events: Events {
+                retransmit: args.events.contains(&EventKind::Retransmit),
+                reset: args.events.contains(&EventKind::Reset),
+                drop: args.events.contains(&EventKind::Drop),
+            },
+            alerts: alert_rules(args.alert),
         })
     }
+}
+
+/// One rule per state: the last one given wins, as with repeated options elsewhere.
+fn alert_rules(raw: Vec<(TcpState, Duration)>) -> Vec<AlertRule> {
+    let mut rules: Vec<AlertRule> = Vec::new();
+    for (state, after) in raw {
+        rules.retain(|r| r.state != state);
+        rules.push(AlertRule { state, after });
+    }
+    rules
 }
 
 /// The kernel truncates command names to 15 bytes, so a longer name matches its first 15.

@@ -9,13 +9,28 @@ use crate::skel::types;
 use crate::tcp_state::TcpState;
 
 const EVENT_TRANSITION: u8 = 1;
+const EVENT_RETRANSMIT: u8 = 2;
+const EVENT_RESET_SENT: u8 = 3;
+const EVENT_RESET_RECEIVED: u8 = 4;
+const EVENT_DROP: u8 = 5;
 const EVENT_F_OWNER_KNOWN: u8 = 1 << 0;
 const EVENT_F_CGROUP_KNOWN: u8 = 1 << 1;
+const EVENT_F_STATS: u8 = 1 << 2;
+const CONN_F_LOCAL_CLOSED_FIRST: u32 = 1 << 0;
+const CONN_F_REMOTE_CLOSED_FIRST: u32 = 1 << 1;
+const CONN_F_RESET_SENT: u32 = 1 << 2;
+const CONN_F_PASSIVE: u32 = 1 << 3;
+const CONN_F_FIN_RECEIVED: u32 = 1 << 4;
+const CONN_F_FIN_ACKED: u32 = 1 << 5;
 
 // SAFETY: `event` is a plain C struct of integers and byte arrays; every bit pattern is valid.
 unsafe impl plain::Plain for types::event {}
 // SAFETY: as for `event`: integers and byte arrays only.
 unsafe impl plain::Plain for types::socket_record {}
+// SAFETY: as for `event`: integers only.
+unsafe impl plain::Plain for types::conn_stats {}
+
+const EVENT_SIZE: usize = std::mem::size_of::<types::event>();
 
 /// Size of one record of the iter/tcp program.
 pub const SOCKET_RECORD_SIZE: usize = std::mem::size_of::<types::socket_record>();
@@ -81,6 +96,100 @@ pub struct Transition {
     pub remote_port: u16,
     pub old: TcpState,
     pub new: TcpState,
+    /// For transitions to CLOSE: the socket's error (ECONNREFUSED, ETIMEDOUT, ...), if any.
+    pub error: Option<Errno>,
+    /// When this transition ended a connection (and figures were asked for): its figures.
+    pub ended: Option<ConnStats>,
+}
+
+/// An errno value the kernel left on a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub u16);
+
+impl Errno {
+    /// Its symbolic name, e.g. `ECONNREFUSED`.
+    pub fn name(self) -> String {
+        format!("{:?}", nix::errno::Errno::from_raw(i32::from(self.0)))
+    }
+}
+
+/// How a connection lived, read from its socket when it ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    /// CLOCK_BOOTTIME when it started: its SYN (connect) or its creation (accept).
+    pub born_ns: Option<u64>,
+    /// Sent and acknowledged, as the kernel counts it (the SYN and a FIN count one each).
+    pub bytes_acked: u64,
+    /// Received, as the kernel counts it (a FIN counts one).
+    pub bytes_received: u64,
+    /// Payload sent, retransmissions included.
+    pub bytes_sent: u64,
+    pub bytes_retrans: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub retrans: u32,
+    pub srtt_us: u32,
+    pub min_rtt_us: Option<u32>,
+    pub local_closed_first: bool,
+    pub remote_closed_first: bool,
+    pub reset_sent: bool,
+    pub passive: bool,
+    /// The peer's FIN arrived: bytes_received counts it.
+    pub fin_received: bool,
+    /// Our FIN was acknowledged: bytes_acked counts it.
+    pub fin_acked: bool,
+}
+
+/// Something that happened to a socket or a TCP packet, other than a state change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    Retransmit,
+    ResetSent,
+    ResetReceived,
+    /// A TCP packet dropped, with the kernel's drop reason (enum skb_drop_reason).
+    Drop(u32),
+}
+
+impl NoticeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            NoticeKind::Retransmit => "retransmit",
+            NoticeKind::ResetSent => "reset_sent",
+            NoticeKind::ResetReceived => "reset_received",
+            NoticeKind::Drop(_) => "drop",
+        }
+    }
+}
+
+/// A retransmit, reset or drop, with the socket's owner and addresses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub ts_ns: u64,
+    /// The socket, if the packet had one.
+    pub skaddr: Option<u64>,
+    pub owner: Option<Owner>,
+    pub cgroup: Option<u64>,
+    pub netns: u32,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    /// The socket's state then; None for a packet without a socket.
+    pub state: Option<TcpState>,
+}
+
+impl Notice {
+    pub fn is_ipv6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+}
+
+/// One decoded ring-buffer record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Transition(Transition),
+    Notice(Notice),
 }
 
 impl Transition {
@@ -115,6 +224,19 @@ pub struct Socket {
     pub remote: IpAddr,
     pub remote_port: u16,
     pub state: TcpState,
+    /// Figures as `ss -i` shows them (zero for listeners and TIME_WAIT).
+    pub info: SocketInfo,
+}
+
+/// A socket's live figures, read by the iterator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub srtt_us: u32,
+    pub retrans: u32,
+    /// Segments sent and not acknowledged yet.
+    pub unacked: u32,
+    /// Bytes sent and not acknowledged yet.
+    pub bytes_in_flight: u32,
 }
 
 /// Decodes one iter/tcp record.
@@ -138,6 +260,12 @@ pub fn decode_socket(data: &[u8]) -> Result<Socket> {
         remote,
         remote_port: raw.dport,
         state: state(raw.state)?,
+        info: SocketInfo {
+            srtt_us: raw.srtt_us,
+            retrans: raw.total_retrans,
+            unacked: raw.packets_out,
+            bytes_in_flight: raw.bytes_in_flight,
+        },
     })
 }
 
@@ -163,10 +291,10 @@ fn owner(flags: u8, pid: u32, comm: &[i8; 16]) -> Option<Owner> {
     })
 }
 
-/// Transitions decoded from ring-buffer records, waiting for the main loop to take them.
+/// Records decoded from the ring buffer, waiting for the main loop to take them.
 #[derive(Debug, Default)]
 pub struct Inbox {
-    pending: RefCell<Vec<Transition>>,
+    pending: RefCell<Vec<Record>>,
     undecodable: Cell<u64>,
 }
 
@@ -180,8 +308,8 @@ impl Inbox {
         0
     }
 
-    /// The transitions received so far; drain them.
-    pub fn take(&self) -> RefMut<'_, Vec<Transition>> {
+    /// The records received so far; drain them.
+    pub fn take(&self) -> RefMut<'_, Vec<Record>> {
         self.pending.borrow_mut()
     }
 
@@ -192,14 +320,48 @@ impl Inbox {
 }
 
 /// Decodes one ring-buffer record.
-pub fn decode(data: &[u8]) -> Result<Transition> {
+pub fn decode(data: &[u8]) -> Result<Record> {
     let mut raw = types::event::default();
     if plain::copy_from_bytes(&mut raw, data).is_err() {
         bail!("short record: {} bytes", data.len());
     }
-    if raw.kind != EVENT_TRANSITION {
-        bail!("unknown record kind {}", raw.kind);
-    }
+    let kind = match raw.kind {
+        EVENT_TRANSITION => {
+            return decode_transition(&raw, &data[EVENT_SIZE..]).map(Record::Transition)
+        }
+        EVENT_RETRANSMIT => NoticeKind::Retransmit,
+        EVENT_RESET_SENT => NoticeKind::ResetSent,
+        EVENT_RESET_RECEIVED => NoticeKind::ResetReceived,
+        EVENT_DROP => NoticeKind::Drop(raw.detail),
+        kind => bail!("unknown record kind {kind}"),
+    };
+    let (local, remote) = addresses(raw.family, &raw.saddr, &raw.daddr)?;
+    Ok(Record::Notice(Notice {
+        kind,
+        ts_ns: raw.ts_ns,
+        skaddr: (raw.skaddr != 0).then_some(raw.skaddr),
+        owner: owner(raw.flags, raw.pid, &raw.comm),
+        cgroup: (raw.flags & EVENT_F_CGROUP_KNOWN != 0).then_some(raw.cgroup),
+        netns: raw.netns,
+        local,
+        local_port: raw.sport,
+        remote,
+        remote_port: raw.dport,
+        state: TcpState::from_kernel(raw.oldstate),
+    }))
+}
+
+/// Decodes a transition; `rest` holds the connection's figures when it ended one.
+fn decode_transition(raw: &types::event, rest: &[u8]) -> Result<Transition> {
+    let ended = if raw.flags & EVENT_F_STATS != 0 {
+        let mut stats = types::conn_stats::default();
+        if plain::copy_from_bytes(&mut stats, rest).is_err() {
+            bail!("short connection record: {} bytes", EVENT_SIZE + rest.len());
+        }
+        Some(conn_stats(&stats))
+    } else {
+        None
+    };
     let (local, remote) = addresses(raw.family, &raw.saddr, &raw.daddr)?;
     Ok(Transition {
         ts_ns: raw.ts_ns,
@@ -215,7 +377,30 @@ pub fn decode(data: &[u8]) -> Result<Transition> {
         remote_port: raw.dport,
         old: state(raw.oldstate)?,
         new: state(raw.newstate)?,
+        error: (raw.error != 0).then_some(Errno(raw.error)),
+        ended,
     })
+}
+
+fn conn_stats(raw: &types::conn_stats) -> ConnStats {
+    ConnStats {
+        born_ns: (raw.born_ns != 0).then_some(raw.born_ns),
+        bytes_acked: raw.bytes_acked,
+        bytes_received: raw.bytes_received,
+        bytes_sent: raw.bytes_sent,
+        bytes_retrans: raw.bytes_retrans,
+        segs_out: raw.segs_out,
+        segs_in: raw.segs_in,
+        retrans: raw.total_retrans,
+        srtt_us: raw.srtt_us,
+        min_rtt_us: (raw.min_rtt_us != 0).then_some(raw.min_rtt_us),
+        local_closed_first: raw.flags & CONN_F_LOCAL_CLOSED_FIRST != 0,
+        remote_closed_first: raw.flags & CONN_F_REMOTE_CLOSED_FIRST != 0,
+        reset_sent: raw.flags & CONN_F_RESET_SENT != 0,
+        passive: raw.flags & CONN_F_PASSIVE != 0,
+        fin_received: raw.flags & CONN_F_FIN_RECEIVED != 0,
+        fin_acked: raw.flags & CONN_F_FIN_ACKED != 0,
+    }
 }
 
 fn ipv4(bytes: &[u8; 16]) -> IpAddr {
@@ -256,9 +441,67 @@ mod tests {
         unsafe { plain::as_bytes(e) }.to_vec()
     }
 
+    fn transition(data: &[u8]) -> Transition {
+        match decode(data).unwrap() {
+            Record::Transition(t) => t,
+            other => panic!("not a transition: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decodes_the_figures_of_an_ended_connection() {
+        let mut e = raw_event();
+        e.newstate = 7;
+        e.flags |= EVENT_F_STATS;
+        e.error = 111;
+        let stats = types::conn_stats {
+            born_ns: 1_000,
+            bytes_acked: 10_001,
+            bytes_received: 21,
+            segs_out: 9,
+            total_retrans: 2,
+            srtt_us: 150,
+            min_rtt_us: 0,
+            flags: CONN_F_REMOTE_CLOSED_FIRST | CONN_F_PASSIVE,
+            ..Default::default()
+        };
+        let mut data = bytes(&e);
+        // SAFETY: `conn_stats` is Plain, so viewing it as bytes is sound.
+        data.extend_from_slice(unsafe { plain::as_bytes(&stats) });
+        let t = transition(&data);
+        assert_eq!(t.error.map(Errno::name).as_deref(), Some("ECONNREFUSED"));
+        let got = t.ended.unwrap();
+        assert_eq!(got.born_ns, Some(1_000));
+        assert_eq!((got.bytes_acked, got.bytes_received), (10_001, 21));
+        assert_eq!((got.segs_out, got.retrans, got.srtt_us), (9, 2, 150));
+        assert_eq!(got.min_rtt_us, None);
+        assert!(got.remote_closed_first && got.passive);
+        assert!(!got.local_closed_first && !got.reset_sent);
+        // The flag without the figures is a broken record.
+        assert!(decode(&bytes(&e)).is_err());
+    }
+
+    #[test]
+    fn decodes_a_drop_without_a_socket() {
+        let mut e = raw_event();
+        e.kind = EVENT_DROP;
+        e.detail = 2;
+        e.skaddr = 0;
+        e.oldstate = 0;
+        e.flags = 0;
+        match decode(&bytes(&e)).unwrap() {
+            Record::Notice(n) => {
+                assert_eq!(n.kind, NoticeKind::Drop(2));
+                assert_eq!((n.skaddr, n.state, n.owner), (None, None, None));
+                assert_eq!(n.local_port, 8080);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn decodes_an_ipv4_transition() {
-        let t = decode(&bytes(&raw_event())).unwrap();
+        let t = transition(&bytes(&raw_event()));
         assert_eq!(t.local, "127.0.0.1".parse::<IpAddr>().unwrap());
         assert_eq!(t.remote, "10.1.2.3".parse::<IpAddr>().unwrap());
         assert_eq!((t.local_port, t.remote_port), (8080, 51000));
@@ -276,7 +519,7 @@ mod tests {
         e.family = libc::AF_INET6 as u16;
         e.saddr = Ipv6Addr::LOCALHOST.octets();
         e.daddr = "::ffff:10.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
-        let t = decode(&bytes(&e)).unwrap();
+        let t = transition(&bytes(&e));
         assert_eq!(t.local.to_string(), "::1");
         assert_eq!(t.remote.to_string(), "::ffff:10.0.0.1");
         assert!(t.is_ipv6());
@@ -288,7 +531,7 @@ mod tests {
         e.flags = 0;
         e.prev_ts_ns = 0;
         e.twaddr = 0xffff_1111;
-        let t = decode(&bytes(&e)).unwrap();
+        let t = transition(&bytes(&e));
         assert_eq!(t.owner, None);
         assert_eq!(t.cgroup, None);
         assert_eq!(t.ms_in_old_state(), None);

@@ -1,13 +1,16 @@
 //! tcpstates as a library: the modules of the binary, public so that the benchmarks can drive
 //! them. The command-line program is src/main.rs.
 
+pub mod alerts;
 pub mod bpf;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod drop_reasons;
 pub mod event;
 #[cfg(test)]
 mod generated;
+pub mod lifetimes;
 pub mod live;
 pub mod losses;
 pub mod preflight;

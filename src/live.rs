@@ -1,4 +1,5 @@
-//! Live mode: stream every transition as it happens until stopped, then report the totals.
+//! Live mode: stream every transition (or, with --lifetimes, every ended connection) as it
+//! happens, with the extra events and dwell alerts asked for, until stopped; then the totals.
 
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
@@ -6,13 +7,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::alerts::Alerts;
 use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::event::{Inbox, Transition};
+use crate::config::{Config, Events};
+use crate::drop_reasons::DropReasons;
+use crate::event::{Inbox, Notice, NoticeKind, Record};
+use crate::lifetimes::Lifetimes;
 use crate::losses::Losses;
 use crate::render::{self, Renderer};
-use crate::{preflight, signals};
+use crate::table::ConnTable;
+use crate::{preflight, signals, snapshots};
 
 /// How long a poll waits for a wakeup; the BPF side wakes us early only when the ring fills.
 /// Short enough that a lone event is shown at once, long enough to cost nothing when idle.
@@ -22,15 +27,27 @@ const CHUNK: usize = 1024;
 /// How often the kernel's loss counters are read (and new losses reported).
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
-pub fn run(config: &Config) -> Result<()> {
+/// What a run found; the exit status depends on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub alerts: u64,
+}
+
+pub fn run(config: &Config) -> Result<Outcome> {
     preflight::check_kernel_btf()?;
     preflight::check_capabilities()?;
     signals::install()?;
 
+    let mut alerts = Alerts::new(config.alerts.clone());
     let mut storage = MaybeUninit::uninit();
     let parts = Parts {
         hooks: true,
-        socket_list: false,
+        // Alerts also watch the sockets that exist already.
+        socket_list: !alerts.is_empty(),
+        stats: config.lifetimes,
+        // The alert table needs every transition.
+        final_only: config.lifetimes && alerts.is_empty(),
+        events: config.events,
     };
     let tracer = Tracer::load(
         &mut storage,
@@ -40,52 +57,84 @@ pub fn run(config: &Config) -> Result<()> {
         config.verbose,
     )?;
     let clock = Clock::measure();
-    let mut renderer = render::for_config(config, clock);
-
     let inbox = Inbox::default();
     let ring = tracer.ring_buffer(|data| inbox.receive(data))?;
+    let mut table = None;
+    if !alerts.is_empty() {
+        let (_, netns_file) = snapshots::target_netns(config)?;
+        let mut seeded = ConnTable::new(alerts.state_mask());
+        // Read after the hooks are attached, so no socket falls between the two.
+        seeded.seed(tracer.dump_sockets(netns_file.as_ref())?);
+        table = Some(seeded);
+    }
 
-    eprintln!("Tracing TCP state transitions. Hit Ctrl-C to end.");
+    let mut stream = Stream {
+        renderer: render::for_config(config, clock),
+        lifetimes: config.lifetimes.then(Lifetimes::default),
+        events: config.events,
+        owner_filtered: config.filters.pid.is_some()
+            || config.filters.comm.is_some()
+            || config.filters.cgroup.is_some(),
+        drop_reasons: config.events.drop.then(DropReasons::from_kernel),
+        count: config.count,
+        shown: 0,
+    };
+
+    eprintln!(
+        "Tracing TCP state transitions{}. Hit Ctrl-C to end.",
+        if config.lifetimes {
+            " (connections shown when they end)"
+        } else {
+            ""
+        }
+    );
     let mut out = io::stdout().lock();
     let mut buf = Vec::with_capacity(1 << 16);
-    renderer.begin(&mut buf);
+    stream.renderer.begin(&mut buf);
     write_out(&mut out, &mut buf)?;
 
     let deadline = config.duration.map(|d| Instant::now() + d);
-    let mut shown = 0u64;
     let mut losses = Losses::default();
     let mut losses_checked = Instant::now();
+    let alert_interval = alerts.check_interval();
+    let mut alerts_checked = Instant::now() - alert_interval;
     loop {
-        let timeout = deadline.map_or(POLL_INTERVAL, |d| {
-            d.saturating_duration_since(Instant::now())
-                .min(POLL_INTERVAL)
+        let now = Instant::now();
+        let mut timeout = deadline.map_or(POLL_INTERVAL, |d| {
+            d.saturating_duration_since(now).min(POLL_INTERVAL)
         });
+        if table.is_some() {
+            timeout = timeout.min((alerts_checked + alert_interval).saturating_duration_since(now));
+        }
         wait_for_records(&ring, timeout)?;
         let stopping = signals::stop_requested() || deadline.is_some_and(|d| Instant::now() >= d);
         // Wakeups are batched, so read whatever is there, a chunk at a time: memory stays bounded
         // however much the kernel has queued.
-        let done = loop {
+        let mut done = loop {
             let read = ring.consume_raw_n(CHUNK);
             if read < 0 {
                 return Err(std::io::Error::from_raw_os_error(-read))
                     .context("reading the ring buffer");
             }
-            let done = render_batch(
-                &mut inbox.take(),
-                renderer.as_mut(),
-                &mut buf,
-                config.count,
-                &mut shown,
-            );
+            let done = stream.records(&mut inbox.take(), table.as_mut(), &mut buf);
             write_out(&mut out, &mut buf)?;
             if done || (read as usize) < CHUNK {
                 break done;
             }
         };
+        done = done || stream.connections(Instant::now(), stopping, &mut buf);
+        if let Some(table) = &table {
+            if alerts_checked.elapsed() >= alert_interval || stopping {
+                alerts_checked = Instant::now();
+                for alert in alerts.check(table, Clock::boot_now_ns()) {
+                    stream.renderer.alert(&mut buf, &alert);
+                }
+            }
+        }
         if done || stopping || losses_checked.elapsed() >= LOSS_CHECK_INTERVAL {
             losses_checked = Instant::now();
             for (new, reason) in losses.update(&tracer)? {
-                if new > 0 && !renderer.lost(&mut buf, new, reason) {
+                if new > 0 && !stream.renderer.lost(&mut buf, new, reason) {
                     eprintln!("tcpstates: lost {new} events ({})", reason.describe());
                 }
             }
@@ -96,33 +145,112 @@ pub fn run(config: &Config) -> Result<()> {
         }
     }
     drop(out);
+    let what = if config.lifetimes {
+        "connections"
+    } else {
+        "transitions"
+    };
     let mut summary = format!(
-        "tcpstates: {shown} transitions shown, {}",
+        "tcpstates: {} {what} shown, {}",
+        stream.shown,
         losses.describe()
     );
+    if !alerts.is_empty() {
+        summary.push_str(&format!("; {} alerts", alerts.fired()));
+    }
     if inbox.undecodable() > 0 {
         summary.push_str(&format!("; {} records not understood", inbox.undecodable()));
     }
     eprintln!("{summary}");
-    Ok(())
+    Ok(Outcome {
+        alerts: alerts.fired(),
+    })
 }
 
-/// Renders the events received so far; true once `count` events have been shown.
-fn render_batch(
-    batch: &mut Vec<Transition>,
-    renderer: &mut dyn Renderer,
-    buf: &mut Vec<u8>,
+/// Turns records into rendered rows, counting what it shows.
+struct Stream {
+    renderer: Box<dyn Renderer>,
+    /// Ended connections waiting to be shown (--lifetimes).
+    lifetimes: Option<Lifetimes>,
+    events: Events,
+    /// A pid, comm or cgroup filter is on: events of unknown owners are not shown.
+    owner_filtered: bool,
+    drop_reasons: Option<DropReasons>,
     count: Option<u64>,
-    shown: &mut u64,
-) -> bool {
-    for transition in batch.drain(..) {
-        if count.is_some_and(|n| *shown >= n) {
-            break;
-        }
-        renderer.transition(buf, &transition);
-        *shown += 1;
+    shown: u64,
+}
+
+impl Stream {
+    fn full(&self) -> bool {
+        self.count.is_some_and(|n| self.shown >= n)
     }
-    count.is_some_and(|n| *shown >= n)
+
+    /// Renders the records received so far; true once `count` rows have been shown.
+    fn records(
+        &mut self,
+        batch: &mut Vec<Record>,
+        mut table: Option<&mut ConnTable>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        let now = Instant::now();
+        for record in batch.drain(..) {
+            match record {
+                Record::Transition(t) => {
+                    if let Some(table) = table.as_deref_mut() {
+                        table.apply(&t);
+                    }
+                    if let Some(lifetimes) = &mut self.lifetimes {
+                        lifetimes.transition(&t, now);
+                    } else if !self.full() {
+                        self.renderer.transition(buf, &t);
+                        self.shown += 1;
+                    }
+                }
+                Record::Notice(n) => self.notice(n, buf),
+            }
+        }
+        self.full()
+    }
+
+    fn notice(&mut self, mut n: Notice, buf: &mut Vec<u8>) {
+        if let Some(connection) = self.lifetimes.as_mut().and_then(|l| l.reset(&n)) {
+            // Sent just after the socket closed: the connection knows whose it was.
+            if n.owner.is_none() {
+                n.owner = connection.last.owner;
+                n.cgroup = connection.last.cgroup;
+            }
+        }
+        let wanted = match n.kind {
+            NoticeKind::Retransmit => self.events.retransmit,
+            NoticeKind::ResetSent | NoticeKind::ResetReceived => self.events.reset,
+            NoticeKind::Drop(_) => self.events.drop,
+        };
+        if !wanted || (self.owner_filtered && n.owner.is_none()) || self.full() {
+            return;
+        }
+        let reason = match (n.kind, &mut self.drop_reasons) {
+            (NoticeKind::Drop(reason), Some(names)) => Some(names.name(reason)),
+            _ => None,
+        };
+        self.renderer.notice(buf, &n, reason);
+        self.shown += 1;
+    }
+
+    /// Renders the connections held long enough (all when stopping); true once `count` rows
+    /// have been shown.
+    fn connections(&mut self, now: Instant, stopping: bool, buf: &mut Vec<u8>) -> bool {
+        let Some(lifetimes) = &mut self.lifetimes else {
+            return self.full();
+        };
+        for connection in lifetimes.ready(now, stopping) {
+            if self.count.is_some_and(|n| self.shown >= n) {
+                break;
+            }
+            self.renderer.connection(buf, &connection);
+            self.shown += 1;
+        }
+        self.full()
+    }
 }
 
 /// Waits until the kernel wakes us or `timeout` passes; a signal just ends the wait.

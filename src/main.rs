@@ -7,6 +7,7 @@ use clap::Parser;
 
 use tcpstates::cli::Args;
 use tcpstates::config::{Config, Mode};
+use tcpstates::live::Outcome;
 use tcpstates::{live, snapshots};
 
 fn main() -> ExitCode {
@@ -15,7 +16,8 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     match Config::from_args(args).and_then(|config| run(&config)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(outcome) if outcome.alerts > 0 => ExitCode::from(ALERTS_FIRED),
+        Ok(_) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tcpstates: {}", one_line(&format!("{err:#}")));
@@ -24,10 +26,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: &Config) -> anyhow::Result<()> {
+/// The exit status when an --alert fired (1 is an error, 2 a usage error).
+const ALERTS_FIRED: u8 = 3;
+
+fn run(config: &Config) -> anyhow::Result<Outcome> {
     match config.mode {
         Mode::Live => live::run(config),
-        Mode::Snapshot { interval, summary } => snapshots::run(config, interval, summary),
+        Mode::Snapshot {
+            interval,
+            summary,
+            info,
+        } => snapshots::run(config, interval, summary, info),
     }
 }
 

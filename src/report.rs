@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
+use crate::alerts::Alert;
 use crate::event::Owner;
+use crate::lifetimes::Ending;
 use crate::table::{Age, Conn, ConnTable};
 use crate::tcp_state::TcpState;
 
@@ -46,6 +48,10 @@ pub struct Report<'a> {
     pub close_wait: Vec<Holder>,
     pub time_wait: Option<Pattern>,
     pub fin_wait2: Option<Pattern>,
+    /// Connections that ended in the interval, by Ending::index.
+    pub ended: [u64; Ending::NAMES.len()],
+    /// Sockets newly over an --alert threshold.
+    pub alerts: Vec<Alert>,
 }
 
 impl<'a> Report<'a> {
@@ -84,6 +90,8 @@ impl<'a> Report<'a> {
             time_wait: pattern(&conns, TcpState::TimeWait),
             fin_wait2: pattern(&conns, TcpState::FinWait2),
             conns,
+            ended: [0; Ending::NAMES.len()],
+            alerts: Vec::new(),
         }
     }
 

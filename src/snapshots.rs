@@ -12,47 +12,59 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::alerts::Alerts;
 use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::event::Inbox;
-use crate::live::{wait_for_records, write_out, POLL_INTERVAL};
+use crate::config::Events;
+use crate::event::{Inbox, Record};
+use crate::lifetimes::{Ending, Lifetimes};
+use crate::live::{wait_for_records, write_out, Outcome, POLL_INTERVAL};
 use crate::losses::Losses;
 use crate::render::snapshot::{SnapshotCsv, SnapshotJson, SnapshotRenderer, SnapshotText};
 use crate::report::Report;
 use crate::table::ConnTable;
 use crate::{cli::OutputFormat, preflight, resolve, signals};
 
-pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
+/// The network namespace whose sockets are listed: --netns, or the tool's own; with a file of
+/// it to enter when it is not the tool's own.
+pub(crate) fn target_netns(config: &Config) -> Result<(u32, Option<File>)> {
+    let own = resolve::own_netns()?;
+    let target = config.filters.netns.unwrap_or(own);
+    if target == own {
+        return Ok((target, None));
+    }
+    let path = config
+        .netns_path
+        .clone()
+        .or_else(|| resolve::find_netns(target))
+        .with_context(|| {
+            format!("--netns {target}: no /run/netns entry or process is in this network namespace")
+        })?;
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok((target, Some(file)))
+}
+
+pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Result<Outcome> {
     preflight::check_kernel_btf()?;
     preflight::check_capabilities()?;
     signals::install()?;
 
     // Snapshots show one network namespace, as ss does: --netns, or the tool's own.
-    let own = resolve::own_netns()?;
-    let target = config.filters.netns.unwrap_or(own);
-    let netns_file = if target == own {
-        None
-    } else {
-        let path = config
-            .netns_path
-            .clone()
-            .or_else(|| resolve::find_netns(target))
-            .with_context(|| {
-                format!(
-                    "--netns {target}: no /run/netns entry or process is in this network namespace"
-                )
-            })?;
-        Some(File::open(&path).with_context(|| format!("opening {}", path.display()))?)
-    };
+    let (target, netns_file) = target_netns(config)?;
     let mut filters = config.filters.clone();
     filters.netns = Some(target);
 
     let mut storage = MaybeUninit::uninit();
     // A single snapshot is the iterators' view alone: no events to apply, no hooks to load.
+    let hooks = config.count != Some(1);
     let parts = Parts {
-        hooks: config.count != Some(1),
+        hooks,
         socket_list: true,
+        // How connections ended, counted per interval.
+        stats: hooks,
+        final_only: false,
+        events: Events::default(),
     };
     let tracer = Tracer::load(
         &mut storage,
@@ -68,7 +80,10 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
     // Read after the hooks are attached, so no socket falls between the two.
     table.seed(tracer.dump_sockets(netns_file.as_ref())?);
 
-    let mut renderer = renderer(config.output, summary);
+    let mut renderer = renderer(config.output, summary, info, clock);
+    let mut lifetimes = Lifetimes::default();
+    let mut ended = [0; Ending::NAMES.len()];
+    let mut alerts = Alerts::new(config.alerts.clone());
     let mut out = io::stdout().lock();
     let mut buf = Vec::with_capacity(1 << 16);
     let mut losses = Losses::default();
@@ -79,18 +94,34 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
     let mut next = start;
     loop {
         ring.consume().context("reading the ring buffer")?;
-        for t in inbox.take().drain(..) {
-            table.apply(&t);
-        }
         let now = Instant::now();
+        for record in inbox.take().drain(..) {
+            match record {
+                Record::Transition(t) => {
+                    table.apply(&t);
+                    lifetimes.transition(&t, now);
+                }
+                Record::Notice(n) => {
+                    lifetimes.reset(&n);
+                }
+            }
+        }
         let stopping = signals::stop_requested() || deadline.is_some_and(|d| now >= d);
+        for connection in lifetimes.ready(now, false) {
+            ended[connection.ending.index()] += 1;
+        }
         if now >= next || stopping {
             lost_in_interval += losses.update(&tracer)?.iter().map(|(n, _)| n).sum::<u64>();
         }
         if now >= next {
+            if info && shown > 0 {
+                // Figures as they are now, for every connection still there.
+                table.refresh_info(tracer.dump_sockets(netns_file.as_ref())?);
+            }
             let now_ns = Clock::boot_now_ns();
             let transitions = table.take_transitions();
-            let report = Report::new(
+            let new_alerts = alerts.check(&table, now_ns);
+            let mut report = Report::new(
                 &table,
                 transitions,
                 lost_in_interval,
@@ -98,6 +129,8 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
                 now_ns,
                 interval,
             );
+            report.ended = std::mem::take(&mut ended);
+            report.alerts = new_alerts;
             renderer.snapshot(&mut buf, &report);
             write_out(&mut out, &mut buf)?;
             if shown == 0 {
@@ -125,22 +158,38 @@ pub fn run(config: &Config, interval: Duration, summary: bool) -> Result<()> {
         wait_for_records(&ring, timeout)?;
     }
     drop(out);
-    eprintln!(
+    let mut summary = format!(
         "tcpstates: {shown} snapshots shown, {} sockets tracked, {}",
         table.len(),
         losses.describe()
     );
-    Ok(())
+    if !alerts.is_empty() {
+        summary.push_str(&format!("; {} alerts", alerts.fired()));
+    }
+    eprintln!("{summary}");
+    Ok(Outcome {
+        alerts: alerts.fired(),
+    })
 }
 
-fn renderer(format: OutputFormat, summary: bool) -> Box<dyn SnapshotRenderer> {
+fn renderer(
+    format: OutputFormat,
+    summary: bool,
+    info: bool,
+    clock: Clock,
+) -> Box<dyn SnapshotRenderer> {
     match format {
         OutputFormat::Text => {
             let terminal = io::stdout().is_terminal();
             let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-            Box::new(SnapshotText::new(terminal, terminal && !no_color, summary))
+            Box::new(SnapshotText::new(
+                terminal,
+                terminal && !no_color,
+                summary,
+                info,
+            ))
         }
-        OutputFormat::Json => Box::new(SnapshotJson::new(summary)),
-        OutputFormat::Csv => Box::new(SnapshotCsv::default()),
+        OutputFormat::Json => Box::new(SnapshotJson::new(summary, info, clock)),
+        OutputFormat::Csv => Box::new(SnapshotCsv::new(info)),
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::event::{Owner, Socket, Transition};
+use crate::event::{Owner, Socket, SocketInfo, Transition};
 use crate::tcp_state::TcpState;
 
 /// How long a connection has been in its state, as far as is known.
@@ -42,6 +42,8 @@ pub struct Conn {
     idle: Option<(u64, u64)>,
     /// When the iterator read it (0 if an event created it): older events are already reflected.
     read_ns: u64,
+    /// RTT, retransmits and unacknowledged data, as last read by the iterator.
+    pub info: Option<SocketInfo>,
 }
 
 impl Conn {
@@ -56,6 +58,16 @@ impl Conn {
 
     pub fn is_ipv6(&self) -> bool {
         self.local.is_ipv6()
+    }
+
+    /// Identifies this socket's stay in its state: a new stay (or a new socket at a reused
+    /// address) gets a new one.
+    pub fn stay(&self) -> (u64, TcpState, u64) {
+        (
+            self.skaddr,
+            self.state,
+            self.since_ns.unwrap_or(self.read_ns),
+        )
     }
 }
 
@@ -103,6 +115,7 @@ impl ConnTable {
                     since_ns: s.since_ns,
                     idle: s.idle_ns.map(|idle| (idle, s.read_ns)),
                     read_ns: s.read_ns,
+                    info: Some(s.info),
                 },
             );
         }
@@ -142,6 +155,7 @@ impl ConnTable {
             conn.state = t.new;
             conn.since_ns = Some(t.ts_ns);
             conn.idle = None;
+            conn.info = None;
             conn.local = t.local;
             conn.local_port = t.local_port;
             conn.remote = t.remote;
@@ -170,8 +184,20 @@ impl ConnTable {
                 since_ns: Some(t.ts_ns),
                 idle: None,
                 read_ns: 0,
+                info: None,
             },
         );
+    }
+
+    /// Updates the figures of the sockets read again by the iterator.
+    pub fn refresh_info(&mut self, sockets: impl IntoIterator<Item = Socket>) {
+        for s in sockets {
+            if let Some(conn) = self.conns.get_mut(&s.twaddr.unwrap_or(s.skaddr)) {
+                if conn.state == s.state {
+                    conn.info = Some(s.info);
+                }
+            }
+        }
     }
 
     /// The transitions counted since the last call.
@@ -215,6 +241,8 @@ pub(crate) mod tests {
             remote_port: 5000,
             old,
             new,
+            error: None,
+            ended: None,
         }
     }
 
@@ -233,6 +261,7 @@ pub(crate) mod tests {
             remote: "127.0.0.2".parse().unwrap(),
             remote_port: 5000,
             state,
+            info: SocketInfo::default(),
         }
     }
 

@@ -6,6 +6,8 @@
  *   inet_sock_set_state  every state change of a full socket
  *   timer_start          a timewait socket arming its timer = TIME_WAIT takes over
  *   kmem_cache_free      a timewait socket freed = TIME_WAIT ends (expired or killed)
+ * and, when asked for (--events, --lifetimes, snapshots):
+ *   tcp_send_reset, tcp_receive_reset, tcp_retransmit_skb, kfree_skb (TCP drops)
  * and two iterators, run at start:
  *   iter/task_file       owners of the sockets that already exist, as `ss -p` finds them
  *   iter/tcp             the sockets that exist now, for snapshots
@@ -23,6 +25,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Unused; make the skeleton generate types::event and types::socket_record for the Rust side. */
 struct event event_layout = {};
 struct socket_record socket_record_layout = {};
+struct event_with_stats event_with_stats_layout = {};
 
 /* Filters, set by user space before load; zero means off. */
 const volatile __u16 filter_family = 0;
@@ -36,6 +39,12 @@ const volatile __u32 filter_netns = 0;
 const volatile __u32 filter_states = 0; /* bit (1 << state) */
 /* Wake the consumer only once this much data waits; it also polls on a timer. */
 const volatile __u64 wakeup_bytes = 0;
+/* Every record carries a struct conn_stats, filled when the connection ended (lifetimes). */
+const volatile bool with_stats = false;
+/* Only the transitions that end a connection are wanted (--lifetimes). */
+const volatile bool final_only = false;
+/* Kinds other than transitions to stream: bit (1 << EVENT_*). */
+const volatile __u32 notice_kinds = 0;
 
 /*
  * Learned from the first TIME_WAIT takeover: the timewait timer's handler and slab cache.
@@ -50,6 +59,12 @@ __u64 tw_slab[2] = {};
  * ports, so it is reported with the child's next transition, which follows on the same CPU.
  */
 #define SOCK_F_SYN_RECV_DEFERRED (1 << 6)
+/* Bits 2..5 are CONN_F_* shifted by SOCK_F_CONN_SHIFT. */
+#define SOCK_F_CONN_SHIFT 2
+#define SOCK_F_LOCAL_CLOSED_FIRST (CONN_F_LOCAL_CLOSED_FIRST << SOCK_F_CONN_SHIFT)
+#define SOCK_F_REMOTE_CLOSED_FIRST (CONN_F_REMOTE_CLOSED_FIRST << SOCK_F_CONN_SHIFT)
+#define SOCK_F_RESET_SENT (CONN_F_RESET_SENT << SOCK_F_CONN_SHIFT)
+#define SOCK_F_PASSIVE (CONN_F_PASSIVE << SOCK_F_CONN_SHIFT)
 #define MAX_CGROUP_DEPTH 32
 
 /* What is known of a socket; keyed by full socket, timewait socket or listening address. */
@@ -57,6 +72,7 @@ struct sock_info {
 	__u64 ts_ns;  /* when it entered its current state */
 	__u64 cgroup;
 	__u64 skaddr; /* the full socket (kept for its timewait successor) */
+	__u64 born_ns; /* when its connection started; 0 = unknown */
 	__u32 pid;
 	__u8 flags; /* EVENT_F_* and SOCK_F_* */
 	__u8 pad[3];
@@ -219,20 +235,81 @@ static __always_inline void count(__u32 what)
 		*n += 1;
 }
 
-/* Filter, then write one transition to the ring buffer. skc is a full or a timewait socket. */
+/*
+ * The figures of a connection that ends now, leaving oldstate; sk is a typed full socket.
+ * The FIN flags let user space count payload bytes only.
+ */
+static __always_inline void fill_stats(struct conn_stats *s, const struct sock *sk, int oldstate,
+				       const struct sock_info *info)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	__u32 min_rtt;
+
+	__builtin_memset(s, 0, sizeof(*s));
+	s->born_ns = info->born_ns;
+	s->flags = (info->flags >> SOCK_F_CONN_SHIFT) & 0xf;
+	if (sk->__sk_common.skc_flags & (1UL << SOCK_DONE))
+		s->flags |= CONN_F_FIN_RECEIVED;
+	if (!tp)
+		return;
+	/* A FIN was sent in these states; all queued, FIN included, acked when snd_una caught up. */
+	if ((oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
+	     oldstate == TCP_LAST_ACK) &&
+	    tp->snd_una == tp->write_seq)
+		s->flags |= CONN_F_FIN_ACKED;
+	s->bytes_acked = tp->bytes_acked;
+	s->bytes_received = tp->bytes_received;
+	s->bytes_sent = tp->bytes_sent;
+	s->bytes_retrans = tp->bytes_retrans;
+	s->segs_out = tp->segs_out;
+	s->segs_in = tp->segs_in;
+	s->total_retrans = tp->total_retrans;
+	s->srtt_us = tp->srtt_us >> 3;
+	min_rtt = tp->rtt_min.s[0].v;
+	s->min_rtt_us = min_rtt == ~0U ? 0 : min_rtt;
+}
+
+static __always_inline void submit(void *record)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		bpf_ringbuf_submit(record, BPF_RB_FORCE_WAKEUP);
+	else
+		bpf_ringbuf_submit(record, BPF_RB_NO_WAKEUP);
+}
+
+/*
+ * A ring record: an event, with room for a struct conn_stats in lifetimes and snapshot modes.
+ * The size is a load-time constant, so the verifier sees a single layout.
+ */
+static __always_inline struct event *reserve(void)
+{
+	struct event *e;
+
+	if (with_stats)
+		e = bpf_ringbuf_reserve(&events, sizeof(struct event_with_stats), 0);
+	else
+		e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
+	if (!e)
+		count(LOST_RING);
+	return e;
+}
+
 /*
  * Filter, then write one transition to the ring buffer. skc is a full socket given to a hook
- * (typed: `typed` true, read directly) or a timewait socket (read with probe helpers).
+ * (typed: `typed` true, read directly) or a timewait socket (read with probe helpers). ended is
+ * the full socket when this transition ends its connection, else NULL.
  */
 static __always_inline void emit(const struct sock_common *skc, bool typed, __be16 sport,
 				 __u64 skaddr, __u64 twaddr, int oldstate, int newstate, __u64 prev_ts,
-				 __u64 now, const struct sock_info *info)
+				 __u64 now, const struct sock_info *info, const struct sock *ended)
 {
 	__u16 lport = bpf_ntohs(sport);
 	__u16 family, rport;
 	__u32 netns;
 	struct event *e;
 
+	if (final_only && !ended)
+		return;
 	if (filter_states && !(filter_states & ((1u << oldstate) | (1u << newstate))))
 		return;
 	if (typed) {
@@ -247,11 +324,9 @@ static __always_inline void emit(const struct sock_common *skc, bool typed, __be
 	if (!socket_wanted(family, lport, rport, netns, info))
 		return;
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(LOST_RING);
+	e = reserve();
+	if (!e)
 		return;
-	}
 	e->ts_ns = now;
 	e->prev_ts_ns = prev_ts;
 	e->skaddr = skaddr;
@@ -271,12 +346,19 @@ static __always_inline void emit(const struct sock_common *skc, bool typed, __be
 	e->newstate = newstate;
 	e->flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
 	e->kind = EVENT_TRANSITION;
-	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	e->error = ended ? ended->sk_err : 0;
+	e->detail = 0;
+	if (with_stats) {
+		struct conn_stats *stats = &((struct event_with_stats *)e)->stats;
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
-		bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
-	else
-		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		if (ended) {
+			e->flags |= EVENT_F_STATS;
+			fill_stats(stats, ended, oldstate, info);
+		} else {
+			__builtin_memset(stats, 0, sizeof(*stats));
+		}
+	}
+	submit(e);
 }
 
 /* Is cg filter_cgroup or one of its descendants? */
@@ -420,19 +502,30 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		/* connect() and listen() run in the owner's context; any entry here is stale. */
 		set_owner_current(&fresh);
 		set_cgroup(&fresh, sk);
+		fresh.born_ns = newstate == TCP_SYN_SENT ? now : 0;
 		info = NULL;
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
 		/* A new child of a listener; an entry at this address is a stale one. */
 		inherit_listener_owner(&fresh, sk);
 		set_cgroup(&fresh, sk);
 		fresh.ts_ns = now;
+		fresh.born_ns = now;
 		fresh.skaddr = skaddr;
-		fresh.flags |= SOCK_F_SYN_RECV_DEFERRED;
+		fresh.flags |= SOCK_F_SYN_RECV_DEFERRED | SOCK_F_PASSIVE;
 		bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY);
 		return;
 	} else if (!info) {
 		/* First seen mid-life: owner and time in oldstate are unknown. */
 		set_cgroup(&fresh, sk);
+	}
+
+	/* Who sent the first FIN. */
+	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) {
+		struct sock_info *target = info ? info : &fresh;
+
+		if (!(target->flags & (SOCK_F_LOCAL_CLOSED_FIRST | SOCK_F_REMOTE_CLOSED_FIRST)))
+			target->flags |= newstate == TCP_FIN_WAIT1 ? SOCK_F_LOCAL_CLOSED_FIRST :
+								    SOCK_F_REMOTE_CLOSED_FIRST;
 	}
 
 	if (info) {
@@ -441,7 +534,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		if (info->flags & SOCK_F_SYN_RECV_DEFERRED) {
 			info->flags &= ~SOCK_F_SYN_RECV_DEFERRED;
 			emit(&sk->__sk_common, true, sport, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0,
-			     prev_ts, info);
+			     prev_ts, info, NULL);
 		}
 		info->ts_ns = now;
 	} else {
@@ -478,7 +571,8 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			reported = TCP_TIME_WAIT;
 		}
 	}
-	emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, reported, prev_ts, now, info);
+	emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, reported, prev_ts, now, info,
+	     newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? sk : NULL);
 	/* Last: info may point into the entry being deleted. */
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&socks, &skaddr);
@@ -556,7 +650,239 @@ int BPF_PROG(on_cache_free, unsigned long call_site, const void *ptr, const stru
 	info = *found;
 	bpf_map_delete_elem(&tws, &tw);
 	emit(&t->__tw_common, false, BPF_CORE_READ(t, tw_sport), info.skaddr, tw, TCP_TIME_WAIT,
-	     TCP_CLOSE, info.ts_ns, bpf_ktime_get_boot_ns(), &info);
+	     TCP_CLOSE, info.ts_ns, bpf_ktime_get_boot_ns(), &info, NULL);
+	return 0;
+}
+
+/* The addresses, ports and namespace of an event that is not a transition. */
+struct tuple {
+	__u32 netns;
+	__u16 family;
+	__u16 lport;
+	__u16 rport;
+	__u8 state;
+	__u8 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* From any kind of socket (full, timewait or request), read with probe helpers. */
+static __always_inline void tuple_of_sock(struct tuple *t, const struct sock_common *skc)
+{
+	__be16 sport;
+
+	t->family = BPF_CORE_READ(skc, skc_family);
+	t->state = BPF_CORE_READ(skc, skc_state);
+	t->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	t->rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	if (t->state == TCP_TIME_WAIT)
+		sport = BPF_CORE_READ((struct inet_timewait_sock *)skc, tw_sport);
+	else if (t->state == TCP_NEW_SYN_RECV)
+		sport = bpf_htons(BPF_CORE_READ(skc, skc_num));
+	else /* inet_num is already 0 once a socket has closed; inet_sport is not. */
+		sport = BPF_CORE_READ((struct inet_sock *)skc, inet_sport);
+	t->lport = bpf_ntohs(sport);
+	read_addresses(skc, t->family, t->saddr, t->daddr);
+}
+
+/* From a TCP packet, as received (local = destination); false if it is not TCP. */
+static __always_inline bool tuple_of_packet(struct tuple *t, const struct sk_buff *skb)
+{
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	void *head = BPF_CORE_READ(skb, head);
+	void *l3 = head + BPF_CORE_READ(skb, network_header);
+	struct tcp_ports ports;
+	void *l4;
+
+	__builtin_memset(t->saddr, 0, 16);
+	__builtin_memset(t->daddr, 0, 16);
+	if (proto == ETH_P_IP) {
+		struct ipv4_header ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3) || ip.protocol != IPPROTO_TCP)
+			return false;
+		t->family = AF_INET;
+		__builtin_memcpy(t->saddr, ip.daddr, 4);
+		__builtin_memcpy(t->daddr, ip.saddr, 4);
+		l4 = l3 + (ip.version_ihl & 0xf) * 4;
+	} else if (proto == ETH_P_IPV6) {
+		struct ipv6_header ip;
+
+		/* Extension headers are not followed: TCP right after the fixed header only. */
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3) || ip.nexthdr != IPPROTO_TCP)
+			return false;
+		t->family = AF_INET6;
+		__builtin_memcpy(t->saddr, ip.daddr, 16);
+		__builtin_memcpy(t->daddr, ip.saddr, 16);
+		l4 = l3 + sizeof(ip);
+	} else {
+		return false;
+	}
+	if (bpf_probe_read_kernel(&ports, sizeof(ports), l4))
+		return false;
+	t->lport = bpf_ntohs(ports.dest);
+	t->rport = bpf_ntohs(ports.source);
+	t->state = 0;
+	t->netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	return true;
+}
+
+/* What is known of the socket at skaddr in state `state`. */
+static __always_inline struct sock_info *known_socket(__u64 skaddr, int state)
+{
+	if (state == TCP_TIME_WAIT)
+		return bpf_map_lookup_elem(&tws, &skaddr);
+	return bpf_map_lookup_elem(&socks, &skaddr);
+}
+
+/* Is sk a full TCP socket (not timewait or request)? */
+static __always_inline bool full_tcp_sock(const struct sock *sk)
+{
+	int state;
+
+	if (!sk)
+		return false;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	return state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV &&
+	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+/*
+ * Filter, then write one non-transition event. With owner_unfiltered, unknown owners pass the
+ * pid, comm and cgroup filters: user space attributes the event to a connection it holds.
+ */
+static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 skaddr,
+					const struct sock_info *info, __u32 detail,
+					bool owner_unfiltered)
+{
+	struct event *e;
+
+	if (filter_states && !(filter_states & (1u << t->state)))
+		return;
+	if (owner_unfiltered && !(info->flags & EVENT_F_OWNER_KNOWN)) {
+		if ((filter_family && t->family != filter_family) ||
+		    (filter_netns && t->netns != filter_netns) ||
+		    (filter_lports && !bpf_map_lookup_elem(&lports, &t->lport)) ||
+		    (filter_rports && !bpf_map_lookup_elem(&rports, &t->rport)))
+			return;
+	} else if (!socket_wanted(t->family, t->lport, t->rport, t->netns, info)) {
+		return;
+	}
+	e = reserve();
+	if (!e)
+		return;
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->prev_ts_ns = 0;
+	e->skaddr = skaddr;
+	e->twaddr = 0;
+	e->cgroup = info->cgroup;
+	e->netns = t->netns;
+	e->pid = info->pid;
+	__builtin_memcpy(e->comm, info->comm, TASK_COMM_LEN);
+	__builtin_memcpy(e->saddr, t->saddr, 16);
+	__builtin_memcpy(e->daddr, t->daddr, 16);
+	e->sport = t->lport;
+	e->dport = t->rport;
+	e->family = t->family;
+	e->oldstate = t->state;
+	e->newstate = t->state;
+	e->flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
+	e->kind = kind;
+	e->error = 0;
+	e->detail = detail;
+	if (with_stats)
+		__builtin_memset(&((struct event_with_stats *)e)->stats, 0, sizeof(struct conn_stats));
+	submit(e);
+}
+
+/* A notice about the socket sk (any kind of socket). */
+static __always_inline void notice_socket(int kind, const struct sock *sk, __u32 detail)
+{
+	struct sock_info none = {};
+	struct sock_info *info;
+	struct tuple t;
+
+	tuple_of_sock(&t, &sk->__sk_common);
+	info = known_socket((__u64)sk, t.state);
+	emit_notice(kind, &t, (__u64)sk, info ? info : &none, detail, false);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(on_retransmit, const struct sock *sk)
+{
+	if (sk)
+		notice_socket(EVENT_RETRANSMIT, sk, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(on_receive_reset, const struct sock *sk)
+{
+	if (sk && (notice_kinds & (1u << EVENT_RESET_RECEIVED)))
+		notice_socket(EVENT_RESET_RECEIVED, sk, 0);
+	return 0;
+}
+
+/*
+ * An RST sent: by a socket (abort, or close with unread data or zero linger, which send it just
+ * after the socket's CLOSE transition) or for a packet no socket takes (skb, sk NULL).
+ */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	bool wanted = notice_kinds & (1u << EVENT_RESET_SENT);
+	struct sock_info none = {};
+	struct sock_info *info = NULL;
+	struct tuple t;
+	__u64 skaddr = 0;
+
+	if (full_tcp_sock(sk)) {
+		skaddr = (__u64)sk;
+		tuple_of_sock(&t, &sk->__sk_common);
+		info = bpf_map_lookup_elem(&socks, &skaddr);
+		if (info) {
+			/* Before the socket's last transition: that one reports it. */
+			info->flags |= SOCK_F_RESET_SENT;
+		} else if (with_stats && t.state == TCP_CLOSE) {
+			/* After it: user space joins this to the connection it just ended. */
+			wanted = true;
+		}
+	} else if (sk) {
+		skaddr = (__u64)sk;
+		tuple_of_sock(&t, &sk->__sk_common);
+		info = known_socket(skaddr, t.state);
+	} else if (!skb || !tuple_of_packet(&t, skb)) {
+		return 0;
+	}
+	if (wanted)
+		emit_notice(EVENT_RESET_SENT, &t, skaddr, info ? info : &none, 0, !info);
+	return 0;
+}
+
+/* A dropped TCP packet, with the kernel's reason. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int reason)
+{
+	const struct sock *sk = skb->sk;
+	struct sock_info none = {};
+	struct sock_info *info = NULL;
+	struct tuple t;
+	__u64 skaddr = 0;
+
+	if (full_tcp_sock(sk)) {
+		skaddr = (__u64)sk;
+		tuple_of_sock(&t, &sk->__sk_common);
+		info = bpf_map_lookup_elem(&socks, &skaddr);
+	} else {
+		if (!tuple_of_packet(&t, skb))
+			return 0;
+		if (sk) {
+			skaddr = (__u64)sk;
+			t.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+			info = known_socket(skaddr, t.state);
+		}
+	}
+	emit_notice(EVENT_DROP, &t, skaddr, info ? info : &none, reason, false);
 	return 0;
 }
 
@@ -652,6 +978,12 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		r.skaddr = key;
 		if (r.state != TCP_LISTEN && mstamp_us && now_us > mstamp_us)
 			r.idle_ns = (now_us - mstamp_us) * 1000;
+		if (r.state != TCP_LISTEN) {
+			r.srtt_us = tp->srtt_us >> 3;
+			r.total_retrans = tp->total_retrans;
+			r.packets_out = tp->packets_out;
+			r.bytes_in_flight = tp->snd_nxt - tp->snd_una;
+		}
 		if (known)
 			info = known;
 		else

@@ -6,13 +6,29 @@
 #define TASK_COMM_LEN 16
 
 /* event.kind */
-#define EVENT_TRANSITION 1
+#define EVENT_TRANSITION     1
+#define EVENT_RETRANSMIT     2 /* a segment retransmitted (--events retransmit) */
+#define EVENT_RESET_SENT     3 /* an RST sent, for a socket or for a packet without one */
+#define EVENT_RESET_RECEIVED 4 /* an RST received by a socket */
+#define EVENT_DROP           5 /* a TCP packet freed as dropped; detail = enum skb_drop_reason */
 
 /* event.flags */
 #define EVENT_F_OWNER_KNOWN  (1 << 0) /* pid and comm name the socket's owner */
 #define EVENT_F_CGROUP_KNOWN (1 << 1) /* cgroup is the socket's cgroup v2 id */
+#define EVENT_F_STATS        (1 << 2) /* a struct conn_stats follows: the connection ended */
 
-/* One TCP state transition. Addresses are in network byte order; ports in host order. */
+/* conn_stats.flags */
+#define CONN_F_LOCAL_CLOSED_FIRST  (1 << 0) /* this side sent the first FIN */
+#define CONN_F_REMOTE_CLOSED_FIRST (1 << 1) /* the peer sent the first FIN */
+#define CONN_F_RESET_SENT          (1 << 2) /* this side sent an RST before it closed */
+#define CONN_F_PASSIVE             (1 << 3) /* accepted from a listener (else connect()ed) */
+#define CONN_F_FIN_RECEIVED        (1 << 4) /* the peer's FIN arrived (counted in bytes_received) */
+#define CONN_F_FIN_ACKED           (1 << 5) /* our FIN was acknowledged (counted in bytes_acked) */
+
+/*
+ * One TCP state transition, or for other kinds one thing that happened to a socket (oldstate =
+ * newstate = its state then). Addresses are in network byte order; ports in host order.
+ */
 struct event {
 	__u64 ts_ns;      /* CLOCK_BOOTTIME of the transition */
 	__u64 prev_ts_ns; /* CLOCK_BOOTTIME when oldstate was entered; 0 = unknown */
@@ -31,7 +47,29 @@ struct event {
 	__u8 newstate;
 	__u8 flags;
 	__u8 kind;
-	__u8 pad[6];
+	__u16 error;  /* transitions to CLOSE: the socket's error (errno), 0 if none */
+	__u32 detail; /* EVENT_DROP: the kernel's drop reason */
+};
+
+/* How a connection lived, read from its tcp_sock when it ended; follows its last event. */
+struct conn_stats {
+	__u64 born_ns;        /* CLOCK_BOOTTIME of its SYN (connect) or its creation (accept); 0 = unknown */
+	__u64 bytes_acked;    /* tcp_sock.bytes_acked: sent and acknowledged, SYN and FIN included */
+	__u64 bytes_received; /* tcp_sock.bytes_received: FIN included */
+	__u64 bytes_sent;     /* tcp_sock.bytes_sent: payload sent, retransmissions included */
+	__u64 bytes_retrans;  /* tcp_sock.bytes_retrans */
+	__u32 segs_out;
+	__u32 segs_in;
+	__u32 total_retrans; /* retransmitted segments */
+	__u32 srtt_us;       /* smoothed RTT */
+	__u32 min_rtt_us;    /* 0 = no sample; the kernel keeps ~0U when it has none */
+	__u32 flags;         /* CONN_F_* */
+};
+
+/* A transition that ends a connection, with the connection's figures. */
+struct event_with_stats {
+	struct event event;
+	struct conn_stats stats;
 };
 
 /* One existing socket as the iter/tcp program finds it. */
@@ -52,6 +90,11 @@ struct socket_record {
 	__u16 family;
 	__u8 state;
 	__u8 flags; /* EVENT_F_* */
+	/* Connection figures (ss -i), for sockets other than listeners and timewait ones. */
+	__u32 srtt_us;
+	__u32 total_retrans;
+	__u32 packets_out;    /* segments sent and not yet acknowledged */
+	__u32 bytes_in_flight; /* snd_nxt - snd_una */
 };
 
 #endif /* TCPSTATES_H */

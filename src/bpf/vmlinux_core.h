@@ -39,6 +39,7 @@ enum { BPF_RB_AVAIL_DATA = 0, BPF_RB_RING_SIZE = 1 };
 #define SOCK_STREAM 1
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define SOCK_DONE 1 /* enum sock_flags: set when the peer's FIN is received */
 
 /* include/net/tcp_states.h */
 enum {
@@ -95,6 +96,7 @@ struct sock_common {
 	volatile unsigned char skc_state;
 	struct proto *skc_prot;
 	possible_net_t skc_net;
+	unsigned long skc_flags; /* sk_flags of a full socket */
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 };
@@ -117,7 +119,20 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_type;
 	__u16 sk_protocol;
+	int sk_err;
 	struct sock_cgroup_data sk_cgrp_data;
+};
+
+struct net_device {
+	possible_net_t nd_net;
+};
+
+struct sk_buff {
+	struct sock *sk;
+	struct net_device *dev;
+	unsigned char *head;
+	__u16 network_header;
+	__be16 protocol;
 };
 
 struct inet_sock {
@@ -165,8 +180,30 @@ struct bpf_iter__tcp {
 	struct sock_common *sk_common;
 };
 
+struct minmax_sample {
+	__u32 t;
+	__u32 v;
+};
+
+struct minmax {
+	struct minmax_sample s[3];
+};
+
 struct tcp_sock {
 	__u64 tcp_mstamp; /* CLOCK_MONOTONIC in us of the last send or receive */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u64 bytes_sent;
+	__u64 bytes_retrans;
+	__u32 segs_in;
+	__u32 segs_out;
+	__u32 total_retrans;
+	__u32 srtt_us; /* smoothed RTT << 3 */
+	struct minmax rtt_min;
+	__u32 packets_out;
+	__u32 snd_nxt;
+	__u32 snd_una;
+	__u32 write_seq; /* after the last byte queued, a FIN included */
 };
 
 struct tcp_timewait_sock {
@@ -181,5 +218,36 @@ struct bpf_iter__task_file {
 };
 
 #pragma clang attribute pop
+
+/* Wire headers (UAPI layouts, read from packet memory: no relocation). */
+#define ETH_P_IP   0x0800
+#define ETH_P_IPV6 0x86DD
+
+struct ipv4_header {
+	__u8 version_ihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__u8 saddr[4];
+	__u8 daddr[4];
+};
+
+struct ipv6_header {
+	__u8 version_class[4];
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct tcp_ports {
+	__be16 source;
+	__be16 dest;
+};
 
 #endif /* VMLINUX_CORE_H */

@@ -2,15 +2,23 @@
 
 use serde::Serialize;
 
-use super::record::TransitionRecord;
+use super::record::{AlertRecord, ConnectionRecord, NoticeRecord, TransitionRecord};
 use super::{LostReason, Renderer};
+use crate::alerts::Alert;
 use crate::clock::Clock;
-use crate::event::Transition;
+use crate::event::{Notice, NoticeKind, Transition};
+use crate::lifetimes::Connection;
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line<'a> {
     Transition(&'a TransitionRecord<'a>),
+    Retransmit(&'a NoticeRecord<'a>),
+    ResetSent(&'a NoticeRecord<'a>),
+    ResetReceived(&'a NoticeRecord<'a>),
+    Drop(&'a NoticeRecord<'a>),
+    Connection(&'a ConnectionRecord<'a>),
+    Alert(&'a AlertRecord<'a>),
     Lost { count: u64, reason: &'static str },
 }
 
@@ -37,6 +45,27 @@ impl Renderer for JsonRenderer {
     fn transition(&mut self, out: &mut Vec<u8>, transition: &Transition) {
         let record = TransitionRecord::new(transition, &self.clock);
         Self::line(out, &Line::Transition(&record));
+    }
+
+    fn notice(&mut self, out: &mut Vec<u8>, notice: &Notice, reason: Option<&str>) {
+        let record = NoticeRecord::new(notice, reason, &self.clock);
+        let line = match notice.kind {
+            NoticeKind::Retransmit => Line::Retransmit(&record),
+            NoticeKind::ResetSent => Line::ResetSent(&record),
+            NoticeKind::ResetReceived => Line::ResetReceived(&record),
+            NoticeKind::Drop(_) => Line::Drop(&record),
+        };
+        Self::line(out, &line);
+    }
+
+    fn connection(&mut self, out: &mut Vec<u8>, connection: &Connection) {
+        let record = ConnectionRecord::new(connection, &self.clock);
+        Self::line(out, &Line::Connection(&record));
+    }
+
+    fn alert(&mut self, out: &mut Vec<u8>, alert: &Alert) {
+        let record = AlertRecord::new(alert, &self.clock);
+        Self::line(out, &Line::Alert(&record));
     }
 
     fn lost(&mut self, out: &mut Vec<u8>, count: u64, reason: LostReason) -> bool {
@@ -70,10 +99,56 @@ mod tests {
                 r#"{"type":"transition","time":"2023-11-14T22:13:20.123456Z","skaddr":"0xffff9fd7e8192000","#,
                 r#""pid":22384,"comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"#,
                 r#""raddr":"127.0.0.2","rport":80,"oldstate":"SYN_SENT","newstate":"ESTABLISHED","#,
-                r#""ms":1.373,"netns":4026531840,"cgroup":4321}"#,
+                r#""ms":1.373,"netns":4026531840,"cgroup":4321,"error":null}"#,
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn refused_connect_names_its_error() {
+        let line = render(&fixtures::refused());
+        assert!(
+            line.contains(r#""oldstate":"SYN_SENT","newstate":"CLOSE","#),
+            "{line}"
+        );
+        assert!(line.ends_with("\"error\":\"ECONNREFUSED\"}\n"), "{line}");
+    }
+
+    #[test]
+    fn other_kinds_golden() {
+        let mut r = JsonRenderer::new(fixtures::clock());
+        let mut out = Vec::new();
+        r.connection(&mut out, &fixtures::connection());
+        r.notice(&mut out, &fixtures::retransmit(), None);
+        r.notice(&mut out, &fixtures::drop_no_socket(), Some("NO_SOCKET"));
+        r.alert(&mut out, &fixtures::alert());
+        let got = String::from_utf8(out).unwrap();
+        let want = [
+            concat!(
+                r#"{"type":"connection","time":"2023-11-14T22:13:20.123456Z","start":"2023-11-14T22:13:19.623456Z","#,
+                r#""skaddr":"0xffff9fd7e8192000","pid":22384,"comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"#,
+                r#""raddr":"127.0.0.2","rport":80,"side":"active","duration_ms":500.0,"tx_bytes":1000,"rx_bytes":20,"#,
+                r#""retrans_bytes":0,"segs_out":6,"segs_in":5,"retrans":0,"srtt_ms":0.061,"min_rtt_ms":0.023,"#,
+                r#""closed_first":"local","end":"fin","oldstate":"FIN_WAIT2","newstate":"TIME_WAIT","netns":4026531840,"cgroup":4321}"#
+            ),
+            concat!(
+                r#"{"type":"retransmit","time":"2023-11-14T22:13:20.123456Z","skaddr":"0xffff9fd7e8192000","pid":22384,"#,
+                r#""comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"raddr":"127.0.0.2","rport":80,"#,
+                r#""state":"ESTABLISHED","reason":null,"netns":4026531840,"cgroup":4321}"#
+            ),
+            concat!(
+                r#"{"type":"drop","time":"2023-11-14T22:13:20.123456Z","skaddr":null,"pid":null,"comm":null,"#,
+                r#""family":"ipv4","laddr":"127.0.0.1","lport":9,"raddr":"127.0.0.2","rport":40000,"state":null,"#,
+                r#""reason":"NO_SOCKET","netns":4026531840,"cgroup":0}"#
+            ),
+            concat!(
+                r#"{"type":"alert","time":"2023-11-14T22:13:51.123456Z","skaddr":"0xffff9fd7e8192000","pid":22384,"#,
+                r#""comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"raddr":"127.0.0.2","rport":80,"#,
+                r#""state":"CLOSE_WAIT","threshold_ms":30000.0,"age_ms":31000.0,"age_exact":true,"netns":4026531840,"cgroup":4321}"#
+            ),
+        ];
+        assert_eq!(got.lines().collect::<Vec<_>>(), want);
     }
 
     #[test]
@@ -84,7 +159,7 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains(r#""ms":null,"netns":4026531840,"cgroup":0}"#),
+            line.contains(r#""ms":null,"netns":4026531840,"cgroup":0,"error":null}"#),
             "{line}"
         );
     }

@@ -6,9 +6,13 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
+use crate::alerts::Alert;
 use crate::clock::Clock;
-use crate::event::Transition;
+use crate::event::{Errno, Notice, Owner, Transition};
+use crate::lifetimes::{Connection, Side};
 use crate::sanitize;
+use crate::table::Age;
+use crate::tcp_state::TcpState;
 
 /// RFC 3339 UTC with microseconds, e.g. `2023-11-14T22:13:20.123456Z`.
 pub struct Rfc3339Micros(pub SystemTime);
@@ -46,6 +50,8 @@ pub struct TransitionRecord<'a> {
     pub netns: u32,
     /// 0 when unknown (no cgroup has id 0).
     pub cgroup: u64,
+    /// The socket's error on a transition to CLOSE (e.g. ECONNREFUSED, ETIMEDOUT).
+    pub error: Option<String>,
 }
 
 impl<'a> TransitionRecord<'a> {
@@ -54,11 +60,8 @@ impl<'a> TransitionRecord<'a> {
             time: Rfc3339Micros(clock.wall(t.ts_ns)),
             skaddr: Hex(t.skaddr),
             pid: t.owner.map(|o| o.pid),
-            comm: t
-                .owner
-                .as_ref()
-                .map(|o| sanitize::escape(o.comm.as_bytes())),
-            family: if t.is_ipv6() { "ipv6" } else { "ipv4" },
+            comm: comm(&t.owner),
+            family: family(t.is_ipv6()),
             laddr: t.local,
             lport: t.local_port,
             raddr: t.remote,
@@ -68,6 +71,182 @@ impl<'a> TransitionRecord<'a> {
             ms: t.ms_in_old_state(),
             netns: t.netns,
             cgroup: t.cgroup.unwrap_or(0),
+            error: t.error.map(Errno::name),
+        }
+    }
+}
+
+fn family(ipv6: bool) -> &'static str {
+    if ipv6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
+fn comm(owner: &Option<Owner>) -> Option<Cow<'_, str>> {
+    owner.as_ref().map(|o| sanitize::escape(o.comm.as_bytes()))
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns / 1_000) as f64 / 1_000.0
+}
+
+/// A retransmit, reset or drop.
+#[derive(Serialize)]
+pub struct NoticeRecord<'a> {
+    pub time: Rfc3339Micros,
+    pub skaddr: Option<Hex>,
+    pub pid: Option<u32>,
+    pub comm: Option<Cow<'a, str>>,
+    pub family: &'static str,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    /// The socket's state; null for a packet without a socket.
+    pub state: Option<&'static str>,
+    /// For drops: the kernel's drop reason, e.g. NO_SOCKET or NETFILTER_DROP.
+    pub reason: Option<&'a str>,
+    pub netns: u32,
+    pub cgroup: u64,
+}
+
+impl<'a> NoticeRecord<'a> {
+    pub fn new(n: &'a Notice, reason: Option<&'a str>, clock: &Clock) -> NoticeRecord<'a> {
+        NoticeRecord {
+            time: Rfc3339Micros(clock.wall(n.ts_ns)),
+            skaddr: n.skaddr.map(Hex),
+            pid: n.owner.map(|o| o.pid),
+            comm: comm(&n.owner),
+            family: family(n.is_ipv6()),
+            laddr: n.local,
+            lport: n.local_port,
+            raddr: n.remote,
+            rport: n.remote_port,
+            state: n.state.map(TcpState::name),
+            reason,
+            netns: n.netns,
+            cgroup: n.cgroup.unwrap_or(0),
+        }
+    }
+}
+
+/// A connection that ended.
+#[derive(Serialize)]
+pub struct ConnectionRecord<'a> {
+    /// When it ended.
+    pub time: Rfc3339Micros,
+    /// When it started (its SYN; for accepted ones, when the handshake created the socket).
+    pub start: Option<Rfc3339Micros>,
+    pub skaddr: Hex,
+    pub pid: Option<u32>,
+    pub comm: Option<Cow<'a, str>>,
+    pub family: &'static str,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    /// "active" (connect) or "passive" (accepted).
+    pub side: &'static str,
+    pub duration_ms: Option<f64>,
+    /// Payload bytes sent and acknowledged, and received.
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    /// Payload bytes retransmitted.
+    pub retrans_bytes: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    /// Retransmitted segments.
+    pub retrans: u32,
+    pub srtt_ms: f64,
+    pub min_rtt_ms: Option<f64>,
+    /// Who sent the first FIN: "local", "remote", or null if none was sent.
+    pub closed_first: Option<&'static str>,
+    /// fin, reset_sent, reset_received, refused, timeout, aborted, or an errno name.
+    pub end: String,
+    /// The state it left last, and the one it entered (CLOSE or TIME_WAIT).
+    pub oldstate: &'static str,
+    pub newstate: &'static str,
+    pub netns: u32,
+    pub cgroup: u64,
+}
+
+impl<'a> ConnectionRecord<'a> {
+    pub fn new(c: &'a Connection, clock: &Clock) -> ConnectionRecord<'a> {
+        let t = &c.last;
+        ConnectionRecord {
+            time: Rfc3339Micros(clock.wall(t.ts_ns)),
+            start: c.stats.born_ns.map(|ns| Rfc3339Micros(clock.wall(ns))),
+            skaddr: Hex(t.skaddr),
+            pid: t.owner.map(|o| o.pid),
+            comm: comm(&t.owner),
+            family: family(t.is_ipv6()),
+            laddr: t.local,
+            lport: t.local_port,
+            raddr: t.remote,
+            rport: t.remote_port,
+            side: if c.stats.passive { "passive" } else { "active" },
+            duration_ms: c.duration_ns().map(ms),
+            tx_bytes: c.tx_bytes(),
+            rx_bytes: c.rx_bytes(),
+            retrans_bytes: c.stats.bytes_retrans,
+            segs_out: c.stats.segs_out,
+            segs_in: c.stats.segs_in,
+            retrans: c.stats.retrans,
+            srtt_ms: f64::from(c.stats.srtt_us) / 1_000.0,
+            min_rtt_ms: c.stats.min_rtt_us.map(|us| f64::from(us) / 1_000.0),
+            closed_first: c.closed_first().map(Side::name),
+            end: c.ending.name(),
+            oldstate: t.old.name(),
+            newstate: t.new.name(),
+            netns: t.netns,
+            cgroup: t.cgroup.unwrap_or(0),
+        }
+    }
+}
+
+/// A socket over its state's threshold.
+#[derive(Serialize)]
+pub struct AlertRecord<'a> {
+    pub time: Rfc3339Micros,
+    pub skaddr: Hex,
+    pub pid: Option<u32>,
+    pub comm: Option<Cow<'a, str>>,
+    pub family: &'static str,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub state: &'static str,
+    pub threshold_ms: f64,
+    /// Time in the state; a lower bound when age_exact is false (the socket was there before
+    /// tracing began: the time since it last sent or received).
+    pub age_ms: f64,
+    pub age_exact: bool,
+    pub netns: u32,
+    pub cgroup: u64,
+}
+
+impl<'a> AlertRecord<'a> {
+    pub fn new(a: &'a Alert, clock: &Clock) -> AlertRecord<'a> {
+        let c = &a.conn;
+        AlertRecord {
+            time: Rfc3339Micros(clock.wall(a.now_ns)),
+            skaddr: Hex(c.skaddr),
+            pid: c.owner.map(|o| o.pid),
+            comm: comm(&c.owner),
+            family: family(c.is_ipv6()),
+            laddr: c.local,
+            lport: c.local_port,
+            raddr: c.remote,
+            rport: c.remote_port,
+            state: c.state.name(),
+            threshold_ms: a.rule.after.as_secs_f64() * 1_000.0,
+            age_ms: ms(a.age.ns()),
+            age_exact: matches!(a.age, Age::InState(_)),
+            netns: c.netns,
+            cgroup: c.cgroup.unwrap_or(0),
         }
     }
 }

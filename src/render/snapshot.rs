@@ -6,7 +6,10 @@ use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use super::record::Rfc3339Micros;
+use super::record::{AlertRecord, Rfc3339Micros};
+use crate::alerts::Alert;
+use crate::clock::Clock;
+use crate::lifetimes::Ending;
 use crate::report::{endpoint, Grouping, Holder, Pattern, Report};
 use crate::sanitize;
 use crate::table::{Age, Conn};
@@ -71,19 +74,22 @@ pub struct SnapshotText {
     terminal: bool,
     color: bool,
     summary: bool,
+    /// RTT, retransmit and in-flight columns (-i).
+    info: bool,
 }
 
 impl SnapshotText {
-    pub fn new(terminal: bool, color: bool, summary: bool) -> SnapshotText {
+    pub fn new(terminal: bool, color: bool, summary: bool, info: bool) -> SnapshotText {
         SnapshotText {
             terminal,
             color,
             summary,
+            info,
         }
     }
 
     fn table(&self, out: &mut Vec<u8>, report: &Report<'_>) {
-        const HEADER: [&str; 6] = [
+        let mut header = vec![
             "Proto",
             "Local Address",
             "Foreign Address",
@@ -91,18 +97,25 @@ impl SnapshotText {
             "PID/Program name",
             "In state",
         ];
-        let rows: Vec<[String; 6]> = report
+        if self.info {
+            header.extend(["RTT ms", "Retrans", "Unacked", "In flight"]);
+        }
+        let rows: Vec<Vec<String>> = report
             .conns
             .iter()
             .map(|c| {
-                [
+                let mut row = vec![
                     if c.is_ipv6() { "tcp6" } else { "tcp" }.to_string(),
                     endpoint(c.local, c.local_port),
                     foreign(c),
                     c.state.name().to_string(),
                     owner_text(c.owner),
                     age_text(c.age(report.now_ns)),
-                ]
+                ];
+                if self.info {
+                    row.extend(info_cells(c));
+                }
+                row
             })
             .collect();
         if self.terminal {
@@ -110,7 +123,7 @@ impl SnapshotText {
             table
                 .load_style(presets::UTF8_FULL_CONDENSED)
                 .set_content_arrangement(ContentArrangement::Disabled)
-                .set_header(HEADER);
+                .set_header(header.clone());
             for (row, conn) in rows.into_iter().zip(&report.conns) {
                 let mut cells: Vec<Cell> = row.into_iter().map(Cell::new).collect();
                 if let (true, Some(color)) = (self.color, state_color(conn.state)) {
@@ -126,7 +139,7 @@ impl SnapshotText {
             let _ = writeln!(out, "{table}");
             return;
         }
-        let mut widths = HEADER.map(str::len);
+        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -143,11 +156,55 @@ impl SnapshotText {
             }
             let _ = writeln!(out, "{}", text.trim_end());
         };
-        line(&HEADER);
+        line(&header);
         for row in &rows {
-            line(&row.each_ref().map(String::as_str));
+            line(&row.iter().map(String::as_str).collect::<Vec<_>>());
         }
     }
+}
+
+/// The -i cells: `-` where the figures do not apply (listeners, TIME_WAIT) or were not read.
+fn info_cells(c: &Conn) -> [String; 4] {
+    match c.info {
+        Some(i) if !matches!(c.state, TcpState::Listen | TcpState::TimeWait) => [
+            format!("{:.3}", f64::from(i.srtt_us) / 1_000.0),
+            i.retrans.to_string(),
+            i.unacked.to_string(),
+            i.bytes_in_flight.to_string(),
+        ],
+        _ => ["-", "-", "-", "-"].map(String::from),
+    }
+}
+
+fn ended_text(r: &Report<'_>) -> Option<String> {
+    let total: u64 = r.ended.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let parts: Vec<String> = Ending::NAMES
+        .iter()
+        .zip(r.ended)
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    Some(format!(
+        "Connections ended in the last {}: {total} ({})",
+        humantime::format_duration(r.interval),
+        parts.join(", ")
+    ))
+}
+
+fn alert_text(a: &Alert) -> String {
+    let c = &a.conn;
+    format!(
+        "ALERT {} over {}: {} {} {} for {}",
+        c.state,
+        humantime::format_duration(a.rule.after),
+        owner_text(c.owner),
+        endpoint(c.local, c.local_port),
+        foreign(c),
+        age_text(Some(a.age))
+    )
 }
 
 fn pattern_text(name: &str, pattern: &Pattern) -> String {
@@ -212,6 +269,12 @@ impl SnapshotRenderer for SnapshotText {
                 let _ = writeln!(out, "{}", pattern_text(name, p));
             }
         }
+        if let Some(ended) = ended_text(r) {
+            let _ = writeln!(out, "{ended}");
+        }
+        for alert in &r.alerts {
+            let _ = writeln!(out, "{}", alert_text(alert));
+        }
         let _ = writeln!(out);
     }
 }
@@ -241,10 +304,44 @@ struct ConnRecord<'a> {
     idle_ms: Option<f64>,
     netns: u32,
     cgroup: u64,
+    /// -i: smoothed RTT, retransmitted segments, unacknowledged segments and bytes.
+    #[serde(skip_serializing_if = "Shown::hidden")]
+    srtt_ms: Shown<f64>,
+    #[serde(skip_serializing_if = "Shown::hidden")]
+    retrans: Shown<u32>,
+    #[serde(skip_serializing_if = "Shown::hidden")]
+    unacked: Shown<u32>,
+    #[serde(skip_serializing_if = "Shown::hidden")]
+    bytes_in_flight: Shown<u32>,
+}
+
+/// A column present only when asked for (-i); null/empty inside it when unknown.
+struct Shown<T> {
+    on: bool,
+    value: Option<T>,
+}
+
+impl<T> Shown<T> {
+    fn new(on: bool, value: Option<T>) -> Shown<T> {
+        Shown { on, value }
+    }
+
+    fn hidden(&self) -> bool {
+        !self.on
+    }
+}
+
+impl<T: Serialize> Serialize for Shown<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
 }
 
 impl<'a> ConnRecord<'a> {
-    fn new(c: &'a Conn, now_ns: u64) -> ConnRecord<'a> {
+    fn new(c: &'a Conn, now_ns: u64, info: bool) -> ConnRecord<'a> {
+        let figures = c
+            .info
+            .filter(|_| !matches!(c.state, TcpState::Listen | TcpState::TimeWait));
         let age = c.age(now_ns);
         ConnRecord {
             time: None,
@@ -269,7 +366,24 @@ impl<'a> ConnRecord<'a> {
             },
             netns: c.netns,
             cgroup: c.cgroup.unwrap_or(0),
+            srtt_ms: Shown::new(info, figures.map(|i| f64::from(i.srtt_us) / 1_000.0)),
+            retrans: Shown::new(info, figures.map(|i| i.retrans)),
+            unacked: Shown::new(info, figures.map(|i| i.unacked)),
+            bytes_in_flight: Shown::new(info, figures.map(|i| i.bytes_in_flight)),
         }
+    }
+}
+
+/// Ended-connection counts, every kind, in a fixed order.
+struct EndedCounts<'a>(&'a [u64]);
+
+impl Serialize for EndedCounts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, n) in Ending::NAMES.iter().zip(self.0) {
+            map.serialize_entry(name, n)?;
+        }
+        map.end()
     }
 }
 
@@ -366,16 +480,25 @@ struct SnapshotRecord<'a> {
     close_wait: Vec<HolderRecord<'a>>,
     time_wait: Option<PatternRecord<'a>>,
     fin_wait2: Option<PatternRecord<'a>>,
+    /// Connections that ended in the interval, by how they ended.
+    ended: EndedCounts<'a>,
+    alerts: Vec<AlertRecord<'a>>,
 }
 
 /// JSON: one object per snapshot per line.
 pub struct SnapshotJson {
     summary: bool,
+    info: bool,
+    clock: Clock,
 }
 
 impl SnapshotJson {
-    pub fn new(summary: bool) -> SnapshotJson {
-        SnapshotJson { summary }
+    pub fn new(summary: bool, info: bool, clock: Clock) -> SnapshotJson {
+        SnapshotJson {
+            summary,
+            info,
+            clock,
+        }
     }
 }
 
@@ -391,12 +514,18 @@ impl SnapshotRenderer for SnapshotJson {
             connections: (!self.summary).then(|| {
                 r.conns
                     .iter()
-                    .map(|c| ConnRecord::new(c, r.now_ns))
+                    .map(|c| ConnRecord::new(c, r.now_ns, self.info))
                     .collect()
             }),
             close_wait: r.close_wait.iter().map(HolderRecord::new).collect(),
             time_wait: r.time_wait.as_ref().map(PatternRecord::new),
             fin_wait2: r.fin_wait2.as_ref().map(PatternRecord::new),
+            ended: EndedCounts(&r.ended),
+            alerts: r
+                .alerts
+                .iter()
+                .map(|a| AlertRecord::new(a, &self.clock))
+                .collect(),
         };
         if serde_json::to_writer(&mut *out, &record).is_ok() {
             out.push(b'\n');
@@ -408,6 +537,16 @@ impl SnapshotRenderer for SnapshotJson {
 #[derive(Default)]
 pub struct SnapshotCsv {
     header_written: bool,
+    info: bool,
+}
+
+impl SnapshotCsv {
+    pub fn new(info: bool) -> SnapshotCsv {
+        SnapshotCsv {
+            header_written: false,
+            info,
+        }
+    }
 }
 
 impl SnapshotRenderer for SnapshotCsv {
@@ -419,7 +558,7 @@ impl SnapshotRenderer for SnapshotCsv {
         for c in &r.conns {
             let row = ConnRecord {
                 time: Some(&time),
-                ..ConnRecord::new(c, r.now_ns)
+                ..ConnRecord::new(c, r.now_ns, self.info)
             };
             if writer.serialize(row).is_err() {
                 return;
@@ -480,7 +619,7 @@ mod tests {
     fn piped_text_golden() {
         let t = table();
         let mut out = Vec::new();
-        SnapshotText::new(false, false, false).snapshot(&mut out, &report(&t));
+        SnapshotText::new(false, false, false, false).snapshot(&mut out, &report(&t));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2023-11-14T22:13:20Z  3 sockets: ESTABLISHED 1, CLOSE_WAIT 1, LISTEN 1  lost 0\n\
@@ -498,7 +637,7 @@ mod tests {
     fn summary_text_has_no_table() {
         let t = table();
         let mut out = Vec::new();
-        SnapshotText::new(false, false, true).snapshot(&mut out, &report(&t));
+        SnapshotText::new(false, false, true, false).snapshot(&mut out, &report(&t));
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("Proto"));
         assert!(text.starts_with("2023-11-14T22:13:20Z  3 sockets: "));
@@ -508,12 +647,12 @@ mod tests {
     fn terminal_text_uses_a_table_and_colour_only_when_asked() {
         let t = table();
         let mut plain = Vec::new();
-        SnapshotText::new(true, false, false).snapshot(&mut plain, &report(&t));
+        SnapshotText::new(true, false, false, false).snapshot(&mut plain, &report(&t));
         let plain = String::from_utf8(plain).unwrap();
         assert!(plain.contains("│ tcp6  ┆ [::1]:80"), "{plain}");
         assert!(!plain.contains('\x1b'));
         let mut colored = Vec::new();
-        SnapshotText::new(true, true, false).snapshot(&mut colored, &report(&t));
+        SnapshotText::new(true, true, false, false).snapshot(&mut colored, &report(&t));
         assert!(String::from_utf8(colored).unwrap().contains('\x1b'));
     }
 
@@ -521,7 +660,8 @@ mod tests {
     fn json_golden() {
         let t = table();
         let mut out = Vec::new();
-        SnapshotJson::new(false).snapshot(&mut out, &report(&t));
+        SnapshotJson::new(false, false, crate::render::fixtures::clock())
+            .snapshot(&mut out, &report(&t));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             concat!(
@@ -532,7 +672,8 @@ mod tests {
                 r#"{"family":"ipv6","laddr":"::1","lport":80,"raddr":"::1","rport":5000,"state":"ESTABLISHED","pid":null,"comm":null,"since_ms":null,"idle_ms":74500.0,"netns":7,"cgroup":1},"#,
                 r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.2","rport":5000,"state":"CLOSE_WAIT","pid":10,"comm":"srv","since_ms":12500.0,"idle_ms":null,"netns":7,"cgroup":1}],"#,
                 r#""close_wait":[{"pid":10,"comm":"srv","count":1,"oldest_ms":12500.0,"oldest_is_idle":false}],"#,
-                r#""time_wait":null,"fin_wait2":null}"#,
+                r#""time_wait":null,"fin_wait2":null,"#,
+                r#""ended":{"fin":0,"reset_sent":0,"reset_received":0,"refused":0,"timeout":0,"aborted":0,"error":0},"alerts":[]}"#,
                 "\n"
             )
         );

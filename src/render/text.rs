@@ -1,27 +1,51 @@
-//! Aligned text columns, laid out as BCC's and libbpf-tools' tcpstates print them.
+//! Aligned text columns, laid out as BCC's and libbpf-tools' tcpstates print them (and, for
+//! --lifetimes, as tcplife does).
 
 use std::io::Write;
+use std::net::IpAddr;
 
-use super::{LostReason, Renderer};
+use super::{LostReason, Renderer, Rows};
+use crate::alerts::Alert;
 use crate::clock::{Clock, LocalTime};
-use crate::event::Transition;
+use crate::event::{Errno, Notice, Owner, Transition};
+use crate::lifetimes::Connection;
 use crate::sanitize;
+use crate::table::Age;
 
 pub struct TextRenderer {
     clock: Clock,
     local_time: LocalTime,
     timestamp: bool,
     wide: bool,
+    rows: Rows,
     time: String,
 }
 
+/// The columns every row starts with.
+struct Lead<'a> {
+    ts_ns: u64,
+    skaddr: Option<u64>,
+    owner: &'a Option<Owner>,
+    local: IpAddr,
+    local_port: u16,
+    remote: IpAddr,
+    remote_port: u16,
+}
+
 impl TextRenderer {
-    pub fn new(clock: Clock, local_time: LocalTime, timestamp: bool, wide: bool) -> TextRenderer {
+    pub fn new(
+        clock: Clock,
+        local_time: LocalTime,
+        timestamp: bool,
+        wide: bool,
+        rows: Rows,
+    ) -> TextRenderer {
         TextRenderer {
             clock,
             local_time,
             timestamp,
             wide,
+            rows,
             time: String::new(),
         }
     }
@@ -33,6 +57,58 @@ impl TextRenderer {
         } else {
             (15, 10)
         }
+    }
+
+    fn lead(&mut self, out: &mut Vec<u8>, lead: Lead<'_>) {
+        let (addr, comm_width) = self.widths();
+        if self.timestamp {
+            self.time.clear();
+            let _ = self
+                .local_time
+                .format(self.clock.wall(lead.ts_ns), &mut self.time);
+            let _ = write!(out, "{:<12} ", self.time);
+        }
+        if self.wide {
+            match lead.skaddr {
+                Some(skaddr) => {
+                    let _ = write!(out, "{skaddr:<16x} ");
+                }
+                None => {
+                    let _ = write!(out, "{:<16} ", "-");
+                }
+            }
+        }
+        match lead.owner {
+            Some(owner) => {
+                let comm = sanitize::escape(owner.comm.as_bytes());
+                let shown = comm
+                    .char_indices()
+                    .nth(comm_width)
+                    .map_or(&comm[..], |(i, _)| &comm[..i]);
+                let _ = write!(out, "{:<7} {:<comm_width$} ", owner.pid, shown);
+            }
+            None => {
+                let _ = write!(out, "{:<7} {:<comm_width$} ", "-", "-");
+            }
+        }
+        if self.wide {
+            let _ = write!(out, "{:<2} ", if lead.local.is_ipv6() { 6 } else { 4 });
+        }
+        let _ = write!(
+            out,
+            "{:<addr$} {:<5} {:<addr$} {:<5} ",
+            lead.local, lead.local_port, lead.remote, lead.remote_port
+        );
+    }
+}
+
+/// A socket error as an operator says it.
+fn error_text(error: Errno) -> String {
+    match i32::from(error.0) {
+        libc::ECONNREFUSED => "refused".into(),
+        libc::ETIMEDOUT => "timeout".into(),
+        libc::ECONNRESET | libc::EPIPE => "reset".into(),
+        _ => error.name(),
     }
 }
 
@@ -49,50 +125,122 @@ impl Renderer for TextRenderer {
         if self.wide {
             let _ = write!(out, "IP ");
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{:<addr$} {:<5} {:<addr$} {:<5} {:<11} -> {:<11} MS",
-            "LADDR", "LPORT", "RADDR", "RPORT", "OLDSTATE", "NEWSTATE"
+            "{:<addr$} {:<5} {:<addr$} {:<5} ",
+            "LADDR", "LPORT", "RADDR", "RPORT"
         );
+        let _ = match self.rows {
+            Rows::Transitions => writeln!(out, "{:<11} -> {:<11} MS", "OLDSTATE", "NEWSTATE"),
+            Rows::Connections => writeln!(
+                out,
+                "{:<10} {:<10} {:<7} {:<7} {:<6} {:<14} MS",
+                "TX_BYTES", "RX_BYTES", "RETRANS", "RTT_MS", "CLOSER", "END"
+            ),
+        };
     }
 
     fn transition(&mut self, out: &mut Vec<u8>, t: &Transition) {
-        let (addr, comm_width) = self.widths();
-        if self.timestamp {
-            self.time.clear();
-            let _ = self
-                .local_time
-                .format(self.clock.wall(t.ts_ns), &mut self.time);
-            let _ = write!(out, "{:<12} ", self.time);
+        self.lead(
+            out,
+            Lead {
+                ts_ns: t.ts_ns,
+                skaddr: Some(t.skaddr),
+                owner: &t.owner,
+                local: t.local,
+                local_port: t.local_port,
+                remote: t.remote,
+                remote_port: t.remote_port,
+            },
+        );
+        let _ = write!(out, "{:<11} -> {:<11} ", t.old, t.new);
+        let _ = match t.ms_in_old_state() {
+            Some(ms) => write!(out, "{ms:.3}"),
+            None => write!(out, "-"),
+        };
+        if let Some(error) = t.error {
+            let _ = write!(out, " {}", error_text(error));
         }
-        if self.wide {
-            let _ = write!(out, "{:<16x} ", t.skaddr);
-        }
-        match &t.owner {
-            Some(owner) => {
-                let comm = sanitize::escape(owner.comm.as_bytes());
-                let shown = comm
-                    .char_indices()
-                    .nth(comm_width)
-                    .map_or(&comm[..], |(i, _)| &comm[..i]);
-                let _ = write!(out, "{:<7} {:<comm_width$} ", owner.pid, shown);
-            }
-            None => {
-                let _ = write!(out, "{:<7} {:<comm_width$} ", "-", "-");
-            }
-        }
-        if self.wide {
-            let _ = write!(out, "{:<2} ", if t.is_ipv6() { 6 } else { 4 });
-        }
+        out.push(b'\n');
+    }
+
+    fn notice(&mut self, out: &mut Vec<u8>, n: &Notice, reason: Option<&str>) {
+        self.lead(
+            out,
+            Lead {
+                ts_ns: n.ts_ns,
+                skaddr: n.skaddr,
+                owner: &n.owner,
+                local: n.local,
+                local_port: n.local_port,
+                remote: n.remote,
+                remote_port: n.remote_port,
+            },
+        );
+        let state = n.state.map_or("-", |s| s.name());
+        let kind = n.kind.name().to_ascii_uppercase();
+        let _ = writeln!(out, "{state:<11} ** {kind:<11} {}", reason.unwrap_or("-"));
+    }
+
+    fn connection(&mut self, out: &mut Vec<u8>, c: &Connection) {
+        let t = &c.last;
+        self.lead(
+            out,
+            Lead {
+                ts_ns: t.ts_ns,
+                skaddr: Some(t.skaddr),
+                owner: &t.owner,
+                local: t.local,
+                local_port: t.local_port,
+                remote: t.remote,
+                remote_port: t.remote_port,
+            },
+        );
+        let rtt = format!("{:.3}", f64::from(c.stats.srtt_us) / 1_000.0);
         let _ = write!(
             out,
-            "{:<addr$} {:<5} {:<addr$} {:<5} {:<11} -> {:<11} ",
-            t.local, t.local_port, t.remote, t.remote_port, t.old, t.new
+            "{:<10} {:<10} {:<7} {:<7} {:<6} {:<14} ",
+            c.tx_bytes(),
+            c.rx_bytes(),
+            c.stats.retrans,
+            rtt,
+            c.closed_first().map_or("-", |s| s.name()),
+            c.ending.name()
         );
-        let _ = match t.ms_in_old_state() {
-            Some(ms) => writeln!(out, "{ms:.3}"),
+        let _ = match c.duration_ns() {
+            Some(ns) => writeln!(out, "{:.3}", (ns / 1_000) as f64 / 1_000.0),
             None => writeln!(out, "-"),
         };
+    }
+
+    fn alert(&mut self, out: &mut Vec<u8>, a: &Alert) {
+        let c = &a.conn;
+        self.lead(
+            out,
+            Lead {
+                ts_ns: a.now_ns,
+                skaddr: Some(c.skaddr),
+                owner: &c.owner,
+                local: c.local,
+                local_port: c.local_port,
+                remote: c.remote,
+                remote_port: c.remote_port,
+            },
+        );
+        // A socket there before tracing began: its age is at least this.
+        let at_least = if matches!(a.age, Age::Idle(_)) {
+            ">="
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "{:<11} !! {:<11} {at_least}{:.3} (over {})",
+            c.state,
+            "ALERT",
+            (a.age.ns() / 1_000) as f64 / 1_000.0,
+            humantime::format_duration(a.rule.after)
+        );
     }
 
     fn lost(&mut self, _out: &mut Vec<u8>, _count: u64, _reason: LostReason) -> bool {
@@ -106,7 +254,13 @@ mod tests {
     use crate::render::fixtures;
 
     fn render(timestamp: bool, wide: bool, events: &[Transition]) -> String {
-        let mut r = TextRenderer::new(fixtures::clock(), LocalTime::fixed(3600), timestamp, wide);
+        let mut r = TextRenderer::new(
+            fixtures::clock(),
+            LocalTime::fixed(3600),
+            timestamp,
+            wide,
+            Rows::Transitions,
+        );
         let mut out = Vec::new();
         r.begin(&mut out);
         for e in events {
@@ -137,6 +291,48 @@ mod tests {
             got,
             "TIME         SKADDR           PID     COMM             IP LADDR                                   LPORT RADDR                                   RPORT OLDSTATE    -> NEWSTATE    MS\n\
              23:13:20.123 ffff9fd7e8192000 22384   curl             4  127.0.0.1                               63446 127.0.0.2                               80    SYN_SENT    -> ESTABLISHED 1.373\n"
+        );
+    }
+
+    #[test]
+    fn other_kinds_golden() {
+        let mut r = TextRenderer::new(
+            fixtures::clock(),
+            LocalTime::fixed(3600),
+            false,
+            false,
+            Rows::Transitions,
+        );
+        let mut out = Vec::new();
+        r.transition(&mut out, &fixtures::refused());
+        r.notice(&mut out, &fixtures::retransmit(), None);
+        r.notice(&mut out, &fixtures::drop_no_socket(), Some("NO_SOCKET"));
+        r.alert(&mut out, &fixtures::alert());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "22384   curl       127.0.0.1       63446 127.0.0.2       80    SYN_SENT    -> CLOSE       1.373 refused\n\
+             22384   curl       127.0.0.1       63446 127.0.0.2       80    ESTABLISHED ** RETRANSMIT  -\n\
+             -       -          127.0.0.1       9     127.0.0.2       40000 -           ** DROP        NO_SOCKET\n\
+             22384   curl       127.0.0.1       63446 127.0.0.2       80    CLOSE_WAIT  !! ALERT       31000.000 (over 30s)\n"
+        );
+    }
+
+    #[test]
+    fn lifetimes_golden() {
+        let mut r = TextRenderer::new(
+            fixtures::clock(),
+            LocalTime::fixed(3600),
+            true,
+            false,
+            Rows::Connections,
+        );
+        let mut out = Vec::new();
+        r.begin(&mut out);
+        r.connection(&mut out, &fixtures::connection());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "TIME         PID     COMM       LADDR           LPORT RADDR           RPORT TX_BYTES   RX_BYTES   RETRANS RTT_MS  CLOSER END            MS\n\
+             23:13:20.123 22384   curl       127.0.0.1       63446 127.0.0.2       80    1000       20         0       0.061   local  fin            500.000\n"
         );
     }
 
