@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! tcp_peer server ADDR PORT [--connections N] [--hold]
-//!     listen, print "listening PORT"; for each connection: accept, read to EOF, close
-//!     (with --hold: never close the accepted sockets, leaving them in CLOSE_WAIT, until
+//!     listen, print "listening PORT"; for each connection: accept, read to EOF (or an RST:
+//!     print "reset N"), close (with --hold: never close the accepted sockets, leaving them in CLOSE_WAIT, until
 //!     stdin closes), print "closed N"; then close the listener and exit.
 //! tcp_peer client ADDR PORT [--bind-port P] [--connections N] [--pause-ms MS] [--idle | --hold]
 //!     N times: connect (from port P if given, with SO_REUSEADDR), send a line, close first
@@ -11,6 +11,11 @@
 //!     --idle: stay ESTABLISHED instead; print "open LOCALPORT", close when stdin closes.
 //!     --hold: shut down writing and keep the socket (FIN_WAIT2 once the peer acknowledges);
 //!     print "holding LOCALPORT", close when stdin closes.
+//!     --send BYTES [--chunk BYTES --chunk-pause-ms MS]: send this many bytes instead of the line,
+//!     in writes of --chunk bytes (TCP_NODELAY) with pauses between them.
+//!     --reset: after sending, close with SO_LINGER 0 (an RST); print "reset LOCALPORT".
+//!     --syn-retries N: TCP_SYNCNT, so that an unanswered connect times out sooner.
+//!     A failed connect prints "failed ERRNO" (e.g. "failed ECONNREFUSED") and exits with 1.
 //! tcp_peer pairs ADDR N
 //!     open N connections to a listener of its own (2N sockets, all ESTABLISHED), print
 //!     "ready N", close them all when stdin closes. For benchmarks: keep N under half the
@@ -33,6 +38,11 @@ struct Options {
     hold: bool,
     idle: bool,
     pause: Duration,
+    send: Option<usize>,
+    chunk: Option<usize>,
+    chunk_pause: Duration,
+    reset: bool,
+    syn_retries: Option<i32>,
 }
 
 fn parse(args: &[String]) -> Result<(String, Options), String> {
@@ -47,6 +57,11 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
         hold: false,
         idle: false,
         pause: Duration::ZERO,
+        send: None,
+        chunk: None,
+        chunk_pause: Duration::ZERO,
+        reset: false,
+        syn_retries: None,
     };
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
@@ -57,6 +72,15 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
             "--pause-ms" => {
                 options.pause = Duration::from_millis(value()?.parse().map_err(|_| "bad ms")?)
             }
+            "--send" => options.send = Some(value()?.parse().map_err(|_| "bad size")?),
+            "--chunk" => options.chunk = Some(value()?.parse().map_err(|_| "bad size")?),
+            "--chunk-pause-ms" => {
+                options.chunk_pause = Duration::from_millis(value()?.parse().map_err(|_| "bad ms")?)
+            }
+            "--syn-retries" => {
+                options.syn_retries = Some(value()?.parse().map_err(|_| "bad count")?)
+            }
+            "--reset" => options.reset = true,
             "--hold" => options.hold = true,
             "--idle" => options.idle = true,
             other => return Err(format!("unknown option {other}")),
@@ -73,7 +97,14 @@ fn server(o: &Options) -> io::Result<()> {
     for n in 1..=o.connections {
         let (mut stream, _) = listener.accept()?;
         let mut sink = Vec::new();
-        stream.read_to_end(&mut sink)?;
+        if let Err(err) = stream.read_to_end(&mut sink) {
+            if err.kind() != io::ErrorKind::ConnectionReset {
+                return Err(err);
+            }
+            println!("reset {n}");
+            io::stdout().flush()?;
+            continue;
+        }
         if o.hold {
             held.push(stream);
             println!("holding {n}");
@@ -119,9 +150,49 @@ fn client(o: &Options) -> io::Result<()> {
             };
             socket2_free::bind(&socket, local)?;
         }
-        let mut stream = socket2_free::connect(socket, SocketAddr::new(o.addr, o.port))?;
-        stream.write_all(b"hello\n")?;
+        if let Some(retries) = o.syn_retries {
+            socket2_free::set_syn_retries(&socket, retries)?;
+        }
+        let mut stream = match socket2_free::connect(socket, SocketAddr::new(o.addr, o.port)) {
+            Ok(stream) => stream,
+            Err(err) => {
+                let errno = nix::errno::Errno::from_raw(err.raw_os_error().unwrap_or(0));
+                println!("failed {errno:?}");
+                io::stdout().flush()?;
+                return Err(err);
+            }
+        };
+        match o.send {
+            None => stream.write_all(b"hello\n")?,
+            Some(total) => {
+                stream.set_nodelay(true)?;
+                let chunk = o.chunk.unwrap_or(total).max(1);
+                let data = vec![b'x'; total];
+                for (i, part) in data.chunks(chunk).enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(o.chunk_pause);
+                    }
+                    stream.write_all(part)?;
+                }
+            }
+        }
         let local_port = stream.local_addr()?.port();
+        if o.reset {
+            setsockopt(
+                &stream.as_fd(),
+                sockopt::Linger,
+                &libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                },
+            )
+            .map_err(io::Error::from)?;
+            drop(stream);
+            println!("reset {local_port}");
+            io::stdout().flush()?;
+            std::thread::sleep(o.pause);
+            continue;
+        }
         if o.idle || o.hold {
             if o.hold {
                 stream.shutdown(std::net::Shutdown::Write)?;
@@ -164,6 +235,25 @@ mod socket2_free {
     pub fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(io::Error::from)
+    }
+
+    pub fn set_syn_retries(fd: &OwnedFd, retries: i32) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid socket descriptor, and a pointer to an int of the size given.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_SYNCNT,
+                (&retries as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     pub fn connect(fd: OwnedFd, addr: SocketAddr) -> io::Result<TcpStream> {

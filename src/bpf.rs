@@ -63,6 +63,16 @@ pub struct RecursionMisses {
     pub set_state: u64,
     /// Timer and free events it did not see: possibly lost TIME_WAIT transitions.
     pub timewait: u64,
+    /// Retransmits, resets and drops not seen (--events), and resets that told how a
+    /// connection ended.
+    pub notices: u64,
+}
+
+impl RecursionMisses {
+    /// Records lost: state changes and the other events.
+    pub fn lost(&self) -> u64 {
+        self.set_state + self.notices
+    }
 }
 
 /// Which parts of the BPF object a run needs; the others are not even loaded.
@@ -362,10 +372,25 @@ impl<'obj> Tracer<'obj> {
         let progs = &self.skel.progs;
         let skipped = prog_recursion_misses(progs.on_set_state.as_fd());
         let taken = self.counter(NESTED_HANDLED)?;
+        let events = self.parts.events;
+        let notices = [
+            (
+                events.reset || self.parts.stats,
+                progs.on_send_reset.as_fd(),
+            ),
+            (events.reset, progs.on_receive_reset.as_fd()),
+            (events.retransmit, progs.on_retransmit.as_fd()),
+            (events.drop, progs.on_drop.as_fd()),
+        ]
+        .into_iter()
+        .filter(|(loaded, _)| *loaded)
+        .map(|(_, fd)| prog_recursion_misses(fd))
+        .sum();
         Ok(RecursionMisses {
             set_state: skipped.saturating_sub(taken),
             timewait: prog_recursion_misses(progs.on_timer_start.as_fd())
                 + prog_recursion_misses(progs.on_cache_free.as_fd()),
+            notices,
         })
     }
 }

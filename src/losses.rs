@@ -27,7 +27,7 @@ impl Losses {
                 LostReason::RingBufferFull,
             ),
             (
-                misses.set_state.saturating_sub(self.misses.set_state),
+                misses.lost().saturating_sub(self.misses.lost()),
                 LostReason::BpfRecursion,
             ),
         ];
@@ -38,7 +38,7 @@ impl Losses {
 
     /// Transitions lost since start.
     pub fn total(&self) -> u64 {
-        self.ring_drops + self.misses.set_state
+        self.ring_drops + self.misses.lost()
     }
 
     /// `N lost` and, if any, their kinds and the skipped TIME_WAIT hook runs.
@@ -47,7 +47,8 @@ impl Losses {
         if self.total() > 0 {
             text.push_str(&format!(
                 " ({} ring buffer full, {} BPF recursion)",
-                self.ring_drops, self.misses.set_state
+                self.ring_drops,
+                self.misses.lost()
             ));
         }
         if self.misses.timewait > 0 {
@@ -74,6 +75,7 @@ mod tests {
             RecursionMisses {
                 set_state: 2,
                 timewait: 1,
+                notices: 0,
             },
         );
         assert_eq!(
@@ -88,18 +90,19 @@ mod tests {
             RecursionMisses {
                 set_state: 2,
                 timewait: 1,
+                notices: 1,
             },
         );
         assert_eq!(
             new,
             [
                 (1, LostReason::RingBufferFull),
-                (0, LostReason::BpfRecursion)
+                (1, LostReason::BpfRecursion)
             ]
         );
         assert_eq!(
             losses.describe(),
-            "6 lost (4 ring buffer full, 2 BPF recursion); the kernel skipped 1 nested runs of \
+            "7 lost (4 ring buffer full, 3 BPF recursion); the kernel skipped 1 nested runs of \
              the TIME_WAIT hooks (a TIME_WAIT transition may be missing)"
         );
     }

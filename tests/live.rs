@@ -246,11 +246,11 @@ fn csv_output_has_a_header_and_json_fields() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "time,skaddr,pid,comm,family,laddr,lport,raddr,rport,oldstate,newstate,ms,netns,cgroup"
+        "time,skaddr,pid,comm,family,laddr,lport,raddr,rport,oldstate,newstate,ms,netns,cgroup,error,type,reason"
     );
     assert_eq!(lines.len(), 13, "{}", out.stdout);
     let first: Vec<&str> = lines[1].split(',').collect();
-    assert_eq!(first.len(), 14);
+    assert_eq!(first.len(), 17);
     assert!(first[0].ends_with('Z') && first[0].len() == "2026-01-01T00:00:00.000000Z".len());
     assert!(first[1].starts_with("0xffff"));
     assert_eq!(
@@ -269,6 +269,7 @@ fn csv_output_has_a_header_and_json_fields() {
         ]
     );
     assert_eq!(first[12], ns.inode().to_string());
+    assert_eq!(&first[14..], ["", "transition", ""]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Helpers for the root integration tests: private network namespaces, the tool, scripted peers.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -67,6 +67,25 @@ impl Netns {
         std::fs::metadata(format!("/run/netns/{}", self.name))
             .expect("netns file")
             .ino()
+    }
+}
+
+impl Netns {
+    /// Loads an nftables ruleset into the namespace (gone with it).
+    pub fn nft(&self, ruleset: &str) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (Debian package nftables) must be installed");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ruleset.as_bytes())
+            .expect("writing the ruleset");
+        let status = child.wait().expect("nft");
+        assert!(status.success(), "nft -f failed on:\n{ruleset}");
     }
 }
 
@@ -147,10 +166,15 @@ impl Peer {
     }
 
     /// Closes stdin (releasing a --hold server) and waits for a clean exit.
-    pub fn finish(mut self) {
-        drop(self.child.stdin.take());
-        let status = wait_with_timeout(&mut self.child, "tcp_peer");
+    pub fn finish(self) {
+        let status = self.exit();
         assert!(status.success(), "tcp_peer exited with {status}");
+    }
+
+    /// Closes stdin and waits for the exit, whatever its status.
+    pub fn exit(mut self) -> ExitStatus {
+        drop(self.child.stdin.take());
+        wait_with_timeout(&mut self.child, "tcp_peer")
     }
 }
 
