@@ -295,3 +295,128 @@ fn text_csv_and_summary_forms() {
     assert_eq!(v["counts"], serde_json::json!({}));
     drop(server); // still waiting for a connection: killed
 }
+
+#[test]
+fn info_columns_show_rtt_retransmits_and_data_in_flight() {
+    let ns = Netns::new();
+    // The server's side never sees the client's data: it stays in flight, retransmitted.
+    ns.nft(
+        "table inet tcpstates_test {
+           chain in { type filter hook input priority 0; tcp dport 7000 meta length > 1000 drop; }
+         }",
+    );
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "7000", "--hold"]);
+    server.expect("listening ");
+    let mut client = Peer::spawn(
+        &ns,
+        &["client", "127.0.0.1", "7000", "--send", "5000", "--hold"],
+    );
+    let port: u64 = client.expect("holding ").parse().unwrap();
+    // A few retransmission timeouts (200 ms and up on loopback).
+    thread::sleep(Duration::from_millis(1_000));
+    let args = [
+        "--netns",
+        &ns.name,
+        "--snapshot",
+        "1s",
+        "--count",
+        "1",
+        "-i",
+    ];
+    let json = one_snapshot(&[&args[..], &["-o", "json"]].concat());
+    let snap = &json[0];
+    let conns = snap["connections"].as_array().unwrap();
+    let mine = conns
+        .iter()
+        .find(|c| c["lport"] == port)
+        .expect("the client");
+    // 5000 bytes and the FIN (the client shut down writing) are unacknowledged.
+    assert_eq!(mine["state"], "FIN_WAIT1", "{mine}");
+    assert_eq!(mine["bytes_in_flight"], 5001, "{mine}");
+    assert!(mine["unacked"].as_u64().unwrap() >= 1, "{mine}");
+    assert!(mine["retrans"].as_u64().unwrap() >= 1, "{mine}");
+    assert!(mine["srtt_ms"].as_f64().unwrap() > 0.0, "{mine}");
+    let server_side = conns.iter().find(|c| c["rport"] == port).unwrap();
+    assert_eq!(
+        (
+            server_side["bytes_in_flight"].as_u64(),
+            server_side["retrans"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    let listener = connections(snap, "LISTEN")[0];
+    assert_eq!(
+        listener["srtt_ms"],
+        Value::Null,
+        "no figures for a listener"
+    );
+
+    let out = Tool::start(&args).wait();
+    let header: Vec<&str> = out
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header[5..],
+        ["In state", "RTT ms", "Retrans", "Unacked", "In flight"]
+    );
+    let out = Tool::start(&[&args[..], &["-o", "csv"]].concat()).wait();
+    assert!(
+        out.stdout.starts_with("time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,srtt_ms,retrans,unacked,bytes_in_flight\n"),
+        "{}",
+        out.stdout
+    );
+    client.finish();
+    drop(server); // still reading data that never arrives: killed
+}
+
+#[test]
+fn snapshots_count_how_connections_ended() {
+    let ns = Netns::new();
+    let tool = Tool::start(&[
+        "--netns",
+        &ns.name,
+        "--snapshot",
+        "1s",
+        "--count",
+        "3",
+        "-o",
+        "json",
+    ]);
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "7000"]);
+    server.expect("listening ");
+    let mut client = Peer::spawn(&ns, &["client", "127.0.0.1", "7000"]);
+    client.expect("closed ");
+    server.expect("closed 1");
+    let mut refused = Peer::spawn(&ns, &["client", "127.0.0.1", "9"]);
+    refused.expect("failed ");
+    refused.exit();
+    client.finish();
+    server.finish();
+    let out = tool.wait();
+    let snaps = out.json();
+    let mut ended: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &snaps {
+        for (k, v) in s["ended"].as_object().unwrap() {
+            *ended.entry(k.clone()).or_default() += v.as_u64().unwrap();
+        }
+    }
+    let expected: BTreeMap<String, u64> = [
+        ("fin", 2),
+        ("reset_sent", 0),
+        ("reset_received", 0),
+        ("refused", 1),
+        ("timeout", 0),
+        ("aborted", 0),
+        ("error", 0),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    assert_eq!(ended, expected, "{}", out.stdout);
+}
