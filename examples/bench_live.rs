@@ -1,5 +1,6 @@
 //! Live-mode benchmark (run by `bench/live.sh`, as root): loopback churn with no tracer, with
-//! tcpstates writing JSON and text to a file, and with Debian's libbpf-tools tcpstates when it is
+//! tcpstates writing JSON and text to a file, with its optional hooks on (`--events
+//! retransmit,reset,drop`, `--lifetimes`), and with Debian's libbpf-tools tcpstates when it is
 //! installed, interleaved in one run. Prints one table of medians.
 //!
 //! ```text
@@ -21,6 +22,10 @@ enum Tracer {
     None,
     Json,
     Text,
+    /// JSON with retransmit, reset and drop events (hooks on kfree_skb and three TCP tracepoints).
+    Events,
+    /// One record per connection instead of per transition.
+    Lifetimes,
     LibbpfTools,
 }
 
@@ -30,6 +35,8 @@ impl Tracer {
             Tracer::None => "no tracer",
             Tracer::Json => "tcpstates -o json",
             Tracer::Text => "tcpstates (text)",
+            Tracer::Events => "tcpstates --events (json)",
+            Tracer::Lifetimes => "tcpstates --lifetimes",
             Tracer::LibbpfTools => "libbpf-tools tcpstates",
         }
     }
@@ -202,6 +209,23 @@ fn spawn_tracer(
             c.args(["--netns", &ns.0]);
             c
         }
+        Tracer::Events => {
+            let mut c = Command::new(&paths.tcpstates);
+            c.args([
+                "--netns",
+                &ns.0,
+                "-o",
+                "json",
+                "--events",
+                "retransmit,reset,drop",
+            ]);
+            c
+        }
+        Tracer::Lifetimes => {
+            let mut c = Command::new(&paths.tcpstates);
+            c.args(["--netns", &ns.0, "-o", "json", "--lifetimes"]);
+            c
+        }
         Tracer::LibbpfTools => Command::new(paths.libbpf_tools.as_ref()?),
     };
     let child = cmd
@@ -213,9 +237,16 @@ fn spawn_tracer(
 }
 
 /// Transition lines in a tracer's output, leaving out TIME_WAIT -> CLOSE (not part of the ten).
+/// A connection record stands for the five transitions of its socket.
 fn count_transitions(tracer: Tracer, out: &str) -> u64 {
     match tracer {
-        Tracer::Json => out
+        Tracer::Lifetimes => {
+            5 * out
+                .lines()
+                .filter(|l| l.contains("\"type\":\"connection\""))
+                .count() as u64
+        }
+        Tracer::Json | Tracer::Events => out
             .lines()
             .filter(|l| l.contains("\"type\":\"transition\""))
             .filter(|l| !l.contains("\"oldstate\":\"TIME_WAIT\""))
@@ -239,7 +270,7 @@ fn reported_lost(tracer: Tracer, out: &str, err: &str) -> u64 {
             .unwrap_or(0)
     };
     match tracer {
-        Tracer::Json => out
+        Tracer::Json | Tracer::Events | Tracer::Lifetimes => out
             .lines()
             .filter(|l| l.contains("\"type\":\"lost\"") && l.contains("ring_buffer_full"))
             .map(|l| number_after(&l.replace([':', ','], " "), "\"count\""))
@@ -281,7 +312,7 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
             .stderr(Stdio::null())
             .spawn()
             .expect("starting the probe");
-        let first_line = if tracer == Tracer::Json { 1 } else { 2 };
+        let first_line = if tracer == Tracer::Text { 2 } else { 1 };
         while start.elapsed() < Duration::from_secs(5) {
             let text = fs::read_to_string(&out_path).unwrap_or_default();
             if text.lines().count() >= first_line {
@@ -374,7 +405,13 @@ fn main() {
             .status()
             .is_ok_and(|s| s.success());
 
-    let mut tracers = vec![Tracer::None, Tracer::Json, Tracer::Text];
+    let mut tracers = vec![
+        Tracer::None,
+        Tracer::Json,
+        Tracer::Text,
+        Tracer::Events,
+        Tracer::Lifetimes,
+    ];
     if paths.libbpf_tools.is_some() {
         tracers.push(Tracer::LibbpfTools);
     } else {
@@ -382,7 +419,7 @@ fn main() {
     }
 
     println!(
-        "{:<7} {:<23} {:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>11} {:>10} {:>7} {:>8}",
+        "{:<7} {:<26} {:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>11} {:>10} {:>7} {:>8}",
         "offered",
         "tracer",
         "conn/s",
@@ -424,7 +461,7 @@ fn main() {
             let offered = rate.map_or("max".to_string(), |r| r.to_string());
             if tracer == Tracer::None {
                 println!(
-                    "{offered:<7} {:<23} {achieved:>9.0} {:>8}",
+                    "{offered:<7} {:<26} {achieved:>9.0} {:>8}",
                     tracer.name(),
                     "1.00x"
                 );
@@ -432,7 +469,7 @@ fn main() {
             }
             let events = |s: &Sample| s.expected.max(1) as f64;
             println!(
-                "{offered:<7} {:<23} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {:>11.0} {:>10.2} {:>7.1} {:>8}",
+                "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {:>11.0} {:>10.2} {:>7.1} {:>8}",
                 tracer.name(),
                 baseline / achieved.max(1.0),
                 m(&|s| s.expected as f64),
