@@ -15,6 +15,11 @@ drop\t'A TCP packet dropped by the kernel, with its drop reason'"
 complete -c tcpstates -l alert -d 'Report each socket once when it stays in STATE longer than DURATION (e.g. CLOSE_WAIT=30s); repeatable. Exit status 3 if any alert fired' -r
 complete -c tcpstates -l count -d 'Stop after N transitions (with --snapshot: after N snapshots)' -r
 complete -c tcpstates -l duration -d 'Stop after this long (e.g. 500ms, 5s, 2m)' -r
+complete -c tcpstates -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (e.g. 127.0.0.1:9977, or :9977 for every address) at /metrics, beside the stream or snapshots; watches one network namespace, as snapshots do' -r
+complete -c tcpstates -l metrics-labels -d 'Extra metric labels (comma-separated): comm, lport, rport, cgroup. Each multiplies the number of series; past 10000 per metric the rest are counted as "other"' -r -f -a "comm\t'The owner\'s command name'
+lport\t'The local port'
+rport\t'The remote port'
+cgroup\t'The socket\'s cgroup v2 id'"
 complete -c tcpstates -l ring-size -d 'Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)' -r
 complete -c tcpstates -s 4 -l ipv4 -d 'Trace IPv4 sockets only'
 complete -c tcpstates -s 6 -l ipv6 -d 'Trace IPv6 sockets only'
@@ -23,6 +28,7 @@ complete -c tcpstates -s w -l wide -d 'Wide output: socket address (SKADDR), IP 
 complete -c tcpstates -l summary -d 'With --snapshot: only the counts and diagnoses, without the connection table'
 complete -c tcpstates -s i -l info -d 'With --snapshot: RTT, retransmits and unacknowledged data of each connection (as ss -i)'
 complete -c tcpstates -l lifetimes -d 'Instead of transitions, one record per connection when it ends: owner, addresses, start, duration, bytes, segments, retransmits, RTT, who closed first and how it ended'
+complete -c tcpstates -s q -l quiet -d 'Print no transitions, events or snapshots (with --metrics: run as an exporter only)'
 complete -c tcpstates -s v -l verbose -d 'Print libbpf\'s own messages to stderr'
 complete -c tcpstates -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c tcpstates -s V -l version -d 'Print version'

@@ -372,20 +372,20 @@ impl<'obj> Tracer<'obj> {
         let progs = &self.skel.progs;
         let skipped = prog_recursion_misses(progs.on_set_state.as_fd());
         let taken = self.counter(NESTED_HANDLED)?;
-        let events = self.parts.events;
-        let notices = [
-            (
-                events.reset || self.parts.stats,
-                progs.on_send_reset.as_fd(),
-            ),
-            (events.reset, progs.on_receive_reset.as_fd()),
-            (events.retransmit, progs.on_retransmit.as_fd()),
-            (events.drop, progs.on_drop.as_fd()),
-        ]
-        .into_iter()
-        .filter(|(loaded, _)| *loaded)
-        .map(|(_, fd)| prog_recursion_misses(fd))
-        .sum();
+        let notices = self
+            .loaded_programs()
+            .into_iter()
+            .filter(|(name, _)| {
+                [
+                    "on_send_reset",
+                    "on_receive_reset",
+                    "on_retransmit",
+                    "on_drop",
+                ]
+                .contains(name)
+            })
+            .map(|(_, fd)| prog_recursion_misses(fd))
+            .sum();
         Ok(RecursionMisses {
             set_state: skipped.saturating_sub(taken),
             timewait: prog_recursion_misses(progs.on_timer_start.as_fd())
@@ -393,6 +393,72 @@ impl<'obj> Tracer<'obj> {
             notices,
         })
     }
+}
+
+impl Tracer<'_> {
+    /// The programs loaded for this run, by name.
+    fn loaded_programs(&self) -> Vec<(&'static str, std::os::fd::BorrowedFd<'_>)> {
+        let p = &self.skel.progs;
+        let (parts, events) = (self.parts, self.parts.events);
+        [
+            (parts.hooks, "on_set_state", p.on_set_state.as_fd()),
+            (
+                parts.hooks,
+                "on_set_state_nested",
+                p.on_set_state_nested.as_fd(),
+            ),
+            (parts.hooks, "on_timer_start", p.on_timer_start.as_fd()),
+            (parts.hooks, "on_cache_free", p.on_cache_free.as_fd()),
+            (
+                parts.hooks && (events.reset || parts.stats),
+                "on_send_reset",
+                p.on_send_reset.as_fd(),
+            ),
+            (
+                parts.hooks && events.reset,
+                "on_receive_reset",
+                p.on_receive_reset.as_fd(),
+            ),
+            (
+                parts.hooks && events.retransmit,
+                "on_retransmit",
+                p.on_retransmit.as_fd(),
+            ),
+            (parts.hooks && events.drop, "on_drop", p.on_drop.as_fd()),
+        ]
+        .into_iter()
+        .filter(|(loaded, ..)| *loaded)
+        .map(|(_, name, fd)| (name, fd))
+        .collect()
+    }
+
+    /// Each loaded hook's kernel run time (ns) and run count since load; zeros unless the
+    /// kernel keeps these statistics (see enable_run_stats).
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self.loaded_programs()
+            .into_iter()
+            .map(|(name, fd)| {
+                let info = prog_info(fd).unwrap_or_default();
+                (name.to_string(), info.run_time_ns, info.run_cnt)
+            })
+            .collect()
+    }
+}
+
+/// Makes the kernel count BPF run time and runs while the returned descriptor is open
+/// (BPF_ENABLE_STATS, as `sysctl kernel.bpf_stats_enabled=1` but undone when we exit).
+pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain syscall wrapper; it returns a new descriptor or a negative error.
+    let fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd))
+            .context("enabling BPF run-time statistics (needs CAP_SYS_ADMIN)");
+    }
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Full TCP sockets allocated on the host, all namespaces ("alloc" in /proc/net/sockstat).
@@ -413,16 +479,16 @@ fn attach_failed(hook: &'static str) -> impl Fn(libbpf_rs::Error) -> anyhow::Err
     }
 }
 
-fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<libbpf_rs::libbpf_sys::bpf_prog_info> {
     let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
     let mut len = std::mem::size_of_val(&info) as u32;
     // SAFETY: `info` is a valid bpf_prog_info of `len` bytes; the kernel fills at most `len` bytes.
     let ret = unsafe {
         libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
     };
-    if ret == 0 {
-        info.recursion_misses
-    } else {
-        0
-    }
+    (ret == 0).then_some(info)
+}
+
+fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    prog_info(fd).map_or(0, |info| info.recursion_misses)
 }

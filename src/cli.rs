@@ -1,5 +1,6 @@
 //! Command-line definition: clap derive, with the doc comments as help text.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -128,6 +129,25 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
+    /// Serve Prometheus metrics on ADDR:PORT (e.g. 127.0.0.1:9977, or :9977 for every address)
+    /// at /metrics, beside the stream or snapshots; watches one network namespace, as snapshots do
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    pub metrics: Option<SocketAddr>,
+
+    /// Extra metric labels (comma-separated): comm, lport, rport, cgroup. Each multiplies the
+    /// number of series; past 10000 per metric the rest are counted as "other"
+    #[arg(
+        long,
+        value_name = "LABELS",
+        value_delimiter = ',',
+        requires = "metrics"
+    )]
+    pub metrics_labels: Vec<MetricLabel>,
+
+    /// Print no transitions, events or snapshots (with --metrics: run as an exporter only)
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
     /// Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)
     #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_ring_size)]
     pub ring_size: u32,
@@ -146,6 +166,19 @@ pub enum EventKind {
     Reset,
     /// A TCP packet dropped by the kernel, with its drop reason
     Drop,
+}
+
+/// Labels metrics can carry on request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MetricLabel {
+    /// The owner's command name
+    Comm,
+    /// The local port
+    Lport,
+    /// The remote port
+    Rport,
+    /// The socket's cgroup v2 id
+    Cgroup,
 }
 
 /// How transitions are written to stdout.
@@ -199,6 +232,20 @@ fn parse_alert(s: &str) -> Result<(TcpState, Duration), String> {
         return Err(format!("no socket stays in {state}"));
     }
     Ok((state, parse_duration(duration)?))
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let wrong = || "expected ADDR:PORT, e.g. 127.0.0.1:9977, [::1]:9977 or :9977".to_string();
+    if let Some(port) = s.strip_prefix(':') {
+        // Every address: IPv6 and, on Linux unless bindv6only is set, IPv4 too.
+        let port = port.parse::<u16>().map_err(|_| wrong())?;
+        return Ok(SocketAddr::new(
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            port,
+        ));
+    }
+    s.parse().map_err(|_| wrong())
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
@@ -328,6 +375,30 @@ mod tests {
         assert!(parse(&["--lifetimes", "--state", "CLOSE_WAIT"]).is_err());
         assert!(parse(&["--events", "syn"]).is_err());
         assert!(parse(&["-i"]).is_err());
+    }
+
+    #[test]
+    fn metrics_listen_addresses() {
+        let at = |s: &str| parse(&["--metrics", s]).map(|a| a.metrics.unwrap().to_string());
+        assert_eq!(at("127.0.0.1:9977").unwrap(), "127.0.0.1:9977");
+        assert_eq!(at("[::1]:9977").unwrap(), "[::1]:9977");
+        assert_eq!(at(":9977").unwrap(), "[::]:9977");
+        let err = at("localhost").unwrap_err().to_string();
+        assert_eq!(
+            err.lines().next().unwrap(),
+            "error: invalid value 'localhost' for '--metrics <ADDR:PORT>': expected ADDR:PORT, e.g. 127.0.0.1:9977, [::1]:9977 or :9977"
+        );
+        assert!(at("127.0.0.1:99999").is_err());
+        assert!(
+            parse(&["--metrics-labels", "comm"]).is_err(),
+            "needs --metrics"
+        );
+        let args = parse(&["--metrics", ":1", "--metrics-labels", "comm,rport", "-q"]).unwrap();
+        assert_eq!(
+            args.metrics_labels,
+            vec![MetricLabel::Comm, MetricLabel::Rport]
+        );
+        assert!(args.quiet);
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Validated configuration: the only place where raw command-line options are read.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::cli::{Args, EventKind, OutputFormat};
+use crate::cli::{Args, EventKind, MetricLabel, OutputFormat};
+use crate::metrics::OptIn;
 use crate::resolve;
 use crate::tcp_state::TcpState;
 
@@ -97,6 +99,11 @@ pub struct Config {
     pub lifetimes: bool,
     pub events: Events,
     pub alerts: Vec<AlertRule>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+    pub metric_labels: OptIn,
+    /// Nothing on stdout.
+    pub quiet: bool,
 }
 
 impl Config {
@@ -152,6 +159,14 @@ impl Config {
                 drop: args.events.contains(&EventKind::Drop),
             },
             alerts: alert_rules(args.alert),
+            metrics: args.metrics,
+            metric_labels: OptIn {
+                comm: args.metrics_labels.contains(&MetricLabel::Comm),
+                lport: args.metrics_labels.contains(&MetricLabel::Lport),
+                rport: args.metrics_labels.contains(&MetricLabel::Rport),
+                cgroup: args.metrics_labels.contains(&MetricLabel::Cgroup),
+            },
+            quiet: args.quiet,
         })
     }
 }

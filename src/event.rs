@@ -43,7 +43,7 @@ pub struct Owner {
 }
 
 /// A kernel command name: up to 15 bytes, not necessarily UTF-8.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Comm {
     bytes: [u8; 16],
     len: u8,

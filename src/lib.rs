@@ -8,11 +8,13 @@ pub mod clock;
 pub mod config;
 pub mod drop_reasons;
 pub mod event;
+pub mod exporter;
 #[cfg(test)]
 mod generated;
 pub mod lifetimes;
 pub mod live;
 pub mod losses;
+pub mod metrics;
 pub mod preflight;
 pub mod render;
 pub mod report;

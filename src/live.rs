@@ -1,5 +1,6 @@
 //! Live mode: stream every transition (or, with --lifetimes, every ended connection) as it
-//! happens, with the extra events and dwell alerts asked for, until stopped; then the totals.
+//! happens, with the extra events, dwell alerts and metrics asked for, until stopped; then the
+//! totals.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -9,13 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::alerts::Alerts;
-use crate::bpf::{Parts, Tracer};
+use crate::bpf::{self, Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::{Config, Events};
 use crate::drop_reasons::DropReasons;
 use crate::event::{Inbox, Notice, NoticeKind, Owner, Record};
+use crate::exporter::Exporter;
 use crate::lifetimes::Lifetimes;
 use crate::losses::Losses;
+use crate::metrics::Metrics;
 use crate::render::{self, Renderer};
 use crate::table::ConnTable;
 use crate::tcp_state::TcpState;
@@ -28,6 +31,8 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const CHUNK: usize = 1024;
 /// How often the kernel's loss counters are read (and new losses reported).
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often gauges (connections by state, CLOSE_WAIT owners, BPF costs) are brought up to date.
+pub(crate) const METRICS_REFRESH: Duration = Duration::from_secs(1);
 
 /// What a run found; the exit status depends on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,19 +46,31 @@ pub fn run(config: &Config) -> Result<Outcome> {
     signals::install()?;
 
     let mut alerts = Alerts::new(config.alerts.clone());
+    // Fail on a bad address or a port in use before anything is loaded.
+    let listener = config.metrics.map(Exporter::bind).transpose()?;
+    let mut filters = config.filters.clone();
+    let mut netns_file = None;
+    if listener.is_some() || !alerts.is_empty() {
+        let (target, file) = snapshots::target_netns(config)?;
+        netns_file = file;
+        if listener.is_some() {
+            // Gauges describe one namespace's sockets, as ss and node_exporter do.
+            filters.netns = Some(target);
+        }
+    }
     let mut storage = MaybeUninit::uninit();
     let parts = Parts {
         hooks: true,
-        // Alerts also watch the sockets that exist already.
-        socket_list: !alerts.is_empty(),
-        stats: config.lifetimes,
-        // The alert table needs every transition.
-        final_only: config.lifetimes && alerts.is_empty(),
+        // Alerts and gauges also cover the sockets that exist already.
+        socket_list: listener.is_some() || !alerts.is_empty(),
+        stats: config.lifetimes || listener.is_some(),
+        // The alert and metrics table needs every transition.
+        final_only: config.lifetimes && alerts.is_empty() && listener.is_none(),
         events: config.events,
     };
     let tracer = Tracer::load(
         &mut storage,
-        &config.filters,
+        &filters,
         config.ring_size,
         parts,
         config.verbose,
@@ -62,17 +79,41 @@ pub fn run(config: &Config) -> Result<Outcome> {
     let inbox = Inbox::default();
     let ring = tracer.ring_buffer(|data| inbox.receive(data))?;
     let mut table = None;
-    if !alerts.is_empty() {
-        let (_, netns_file) = snapshots::target_netns(config)?;
-        let mut seeded = ConnTable::new(alerts.state_mask());
+    if parts.socket_list {
+        // Metrics count every state; alerts alone need only theirs.
+        let mask = if listener.is_some() {
+            filters.state_mask
+        } else {
+            alerts.state_mask()
+        };
+        let mut seeded = ConnTable::new(mask);
         // Read after the hooks are attached, so no socket falls between the two.
         seeded.seed(tracer.dump_sockets(netns_file.as_ref())?);
         table = Some(seeded);
     }
+    let mut metrics = listener
+        .is_some()
+        .then(|| Metrics::new(config.metric_labels));
+    // Kept open for the run: the kernel counts BPF run time while it is.
+    let _run_stats = match &metrics {
+        Some(_) => match bpf::enable_run_stats() {
+            Ok(fd) => Some(fd),
+            Err(err) => {
+                eprintln!("tcpstates: {err:#}; tcpstates_bpf_run_seconds stays 0");
+                None
+            }
+        },
+        None => None,
+    };
+    let _exporter = match (listener, &metrics) {
+        (Some(listener), Some(m)) => Some(Exporter::start(listener, m.registry())?),
+        _ => None,
+    };
 
     let mut stream = Stream {
         renderer: render::for_config(config, clock),
-        lifetimes: config.lifetimes.then(Lifetimes::default),
+        lifetimes: (config.lifetimes || metrics.is_some()).then(Lifetimes::default),
+        show_connections: config.lifetimes,
         events: config.events,
         owner_filtered: config.filters.pid.is_some()
             || config.filters.comm.is_some()
@@ -83,14 +124,16 @@ pub fn run(config: &Config) -> Result<Outcome> {
         shown: 0,
     };
 
-    eprintln!(
-        "Tracing TCP state transitions{}. Hit Ctrl-C to end.",
-        if config.lifetimes {
-            " (connections shown when they end)"
-        } else {
-            ""
-        }
-    );
+    let mut tracing = "Tracing TCP state transitions".to_string();
+    if config.lifetimes && !config.quiet {
+        tracing.push_str(" (connections shown when they end)");
+    }
+    if let (Some(addr), Some(netns)) = (config.metrics, filters.netns) {
+        tracing.push_str(&format!(
+            " in network namespace {netns}, metrics at http://{addr}/metrics"
+        ));
+    }
+    eprintln!("{tracing}. Hit Ctrl-C to end.");
     let mut out = io::stdout().lock();
     let mut buf = Vec::with_capacity(1 << 16);
     stream.renderer.begin(&mut buf);
@@ -101,12 +144,13 @@ pub fn run(config: &Config) -> Result<Outcome> {
     let mut losses_checked = Instant::now();
     let alert_interval = alerts.check_interval();
     let mut alerts_checked = Instant::now() - alert_interval;
+    let mut metrics_refreshed = Instant::now() - METRICS_REFRESH;
     loop {
         let now = Instant::now();
         let mut timeout = deadline.map_or(POLL_INTERVAL, |d| {
             d.saturating_duration_since(now).min(POLL_INTERVAL)
         });
-        if table.is_some() {
+        if table.is_some() && !alerts.is_empty() {
             timeout = timeout.min((alerts_checked + alert_interval).saturating_duration_since(now));
         }
         wait_for_records(&ring, timeout)?;
@@ -119,14 +163,26 @@ pub fn run(config: &Config) -> Result<Outcome> {
                 return Err(std::io::Error::from_raw_os_error(-read))
                     .context("reading the ring buffer");
             }
-            let done = stream.records(&mut inbox.take(), table.as_mut(), &mut buf);
+            let done = stream.records(
+                &mut inbox.take(),
+                table.as_mut(),
+                metrics.as_mut(),
+                &mut buf,
+            );
             write_out(&mut out, &mut buf)?;
             if done || (read as usize) < CHUNK {
                 break done;
             }
         };
-        done = done || stream.connections(Instant::now(), stopping, &mut buf);
-        if let Some(table) = &table {
+        done = stream.connections(Instant::now(), stopping, metrics.as_mut(), &mut buf) || done;
+        if let (Some(m), Some(table)) = (&mut metrics, &table) {
+            if metrics_refreshed.elapsed() >= METRICS_REFRESH {
+                metrics_refreshed = Instant::now();
+                m.refresh(table, Clock::boot_now_ns());
+                m.bpf_programs(&tracer.program_stats());
+            }
+        }
+        if let Some(table) = table.as_ref().filter(|_| !alerts.is_empty()) {
             if alerts_checked.elapsed() >= alert_interval || stopping {
                 alerts_checked = Instant::now();
                 for alert in alerts.check(table, Clock::boot_now_ns()) {
@@ -137,7 +193,13 @@ pub fn run(config: &Config) -> Result<Outcome> {
         if done || stopping || losses_checked.elapsed() >= LOSS_CHECK_INTERVAL {
             losses_checked = Instant::now();
             for (new, reason) in losses.update(&tracer)? {
-                if new > 0 && !stream.renderer.lost(&mut buf, new, reason) {
+                if new == 0 {
+                    continue;
+                }
+                if let Some(m) = &mut metrics {
+                    m.lost(new, reason);
+                }
+                if !stream.renderer.lost(&mut buf, new, reason) {
                     eprintln!("tcpstates: lost {new} events ({})", reason.describe());
                 }
             }
@@ -153,8 +215,9 @@ pub fn run(config: &Config) -> Result<Outcome> {
     } else {
         "transitions"
     };
+    let verb = if config.quiet { "traced" } else { "shown" };
     let mut summary = format!(
-        "tcpstates: {} {what} shown, {}",
+        "tcpstates: {} {what} {verb}, {}",
         stream.shown,
         losses.describe()
     );
@@ -173,8 +236,10 @@ pub fn run(config: &Config) -> Result<Outcome> {
 /// Turns records into rendered rows, counting what it shows.
 struct Stream {
     renderer: Box<dyn Renderer>,
-    /// Ended connections waiting to be shown (--lifetimes).
+    /// Ended connections waiting to be shown (--lifetimes) or counted (--metrics).
     lifetimes: Option<Lifetimes>,
+    /// Connections are the rows (--lifetimes), not transitions.
+    show_connections: bool,
     events: Events,
     /// A pid, comm or cgroup filter is on: events of unknown owners are not shown.
     owner_filtered: bool,
@@ -198,6 +263,7 @@ impl Stream {
         &mut self,
         batch: &mut Vec<Record>,
         mut table: Option<&mut ConnTable>,
+        mut metrics: Option<&mut Metrics>,
         buf: &mut Vec<u8>,
     ) -> bool {
         let now = Instant::now();
@@ -217,9 +283,13 @@ impl Stream {
                         }
                         self.closed.push_back((now, t.skaddr, t.owner, t.cgroup));
                     }
+                    if let Some(m) = metrics.as_deref_mut() {
+                        m.transition(&t);
+                    }
                     if let Some(lifetimes) = &mut self.lifetimes {
                         lifetimes.transition(&t, now);
-                    } else if !self.full() {
+                    }
+                    if !self.show_connections && !self.full() {
                         self.renderer.transition(buf, &t);
                         self.shown += 1;
                     }
@@ -267,16 +337,24 @@ impl Stream {
 
     /// Renders the connections held long enough (all when stopping); true once `count` rows
     /// have been shown.
-    fn connections(&mut self, now: Instant, stopping: bool, buf: &mut Vec<u8>) -> bool {
+    fn connections(
+        &mut self,
+        now: Instant,
+        stopping: bool,
+        mut metrics: Option<&mut Metrics>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
         let Some(lifetimes) = &mut self.lifetimes else {
             return self.full();
         };
         for connection in lifetimes.ready(now, stopping) {
-            if self.count.is_some_and(|n| self.shown >= n) {
-                break;
+            if let Some(m) = metrics.as_deref_mut() {
+                m.connection(&connection);
             }
-            self.renderer.connection(buf, &connection);
-            self.shown += 1;
+            if self.show_connections && self.count.is_none_or(|n| self.shown < n) {
+                self.renderer.connection(buf, &connection);
+                self.shown += 1;
+            }
         }
         self.full()
     }

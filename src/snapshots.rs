@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::alerts::Alerts;
-use crate::bpf::{Parts, Tracer};
+use crate::bpf::{self, Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::Events;
 use crate::event::{Inbox, Record};
+use crate::exporter::Exporter;
 use crate::lifetimes::{Ending, Lifetimes};
-use crate::live::{wait_for_records, write_out, Outcome, POLL_INTERVAL};
+use crate::live::{wait_for_records, write_out, Outcome, METRICS_REFRESH, POLL_INTERVAL};
 use crate::losses::Losses;
+use crate::metrics::Metrics;
 use crate::render::snapshot::{SnapshotCsv, SnapshotJson, SnapshotRenderer, SnapshotText};
 use crate::report::Report;
 use crate::table::ConnTable;
@@ -50,6 +52,8 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     preflight::check_capabilities()?;
     signals::install()?;
 
+    // Fail on a bad address or a port in use before anything is loaded.
+    let listener = config.metrics.map(Exporter::bind).transpose()?;
     // Snapshots show one network namespace, as ss does: --netns, or the tool's own.
     let (target, netns_file) = target_netns(config)?;
     let mut filters = config.filters.clone();
@@ -57,7 +61,7 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
 
     let mut storage = MaybeUninit::uninit();
     // A single snapshot is the iterators' view alone: no events to apply, no hooks to load.
-    let hooks = config.count != Some(1);
+    let hooks = config.count != Some(1) || listener.is_some();
     let parts = Parts {
         hooks,
         socket_list: true,
@@ -80,6 +84,21 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     // Read after the hooks are attached, so no socket falls between the two.
     table.seed(tracer.dump_sockets(netns_file.as_ref())?);
 
+    let mut metrics = listener
+        .is_some()
+        .then(|| Metrics::new(config.metric_labels));
+    // Kept open for the run: the kernel counts BPF run time while it is.
+    let _run_stats = match &metrics {
+        Some(_) => bpf::enable_run_stats()
+            .map_err(|err| eprintln!("tcpstates: {err:#}; tcpstates_bpf_run_seconds stays 0"))
+            .ok(),
+        None => None,
+    };
+    let _exporter = match (listener, &metrics) {
+        (Some(listener), Some(m)) => Some(Exporter::start(listener, m.registry())?),
+        _ => None,
+    };
+    let mut metrics_refreshed = Instant::now() - METRICS_REFRESH;
     let mut renderer = renderer(config.output, summary, info, clock);
     let mut lifetimes = Lifetimes::default();
     let mut ended = [0; Ending::NAMES.len()];
@@ -100,6 +119,9 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
                 Record::Transition(t) => {
                     table.apply(&t);
                     lifetimes.transition(&t, now);
+                    if let Some(m) = &mut metrics {
+                        m.transition(&t);
+                    }
                 }
                 Record::Notice(n) => {
                     lifetimes.reset(&n);
@@ -109,9 +131,24 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
         let stopping = signals::stop_requested() || deadline.is_some_and(|d| now >= d);
         for connection in lifetimes.ready(now, false) {
             ended[connection.ending.index()] += 1;
+            if let Some(m) = &mut metrics {
+                m.connection(&connection);
+            }
+        }
+        if let Some(m) = &mut metrics {
+            if metrics_refreshed.elapsed() >= METRICS_REFRESH {
+                metrics_refreshed = Instant::now();
+                m.refresh(&table, Clock::boot_now_ns());
+                m.bpf_programs(&tracer.program_stats());
+            }
         }
         if now >= next || stopping {
-            lost_in_interval += losses.update(&tracer)?.iter().map(|(n, _)| n).sum::<u64>();
+            for (n, reason) in losses.update(&tracer)? {
+                lost_in_interval += n;
+                if let (Some(m), true) = (&mut metrics, n > 0) {
+                    m.lost(n, reason);
+                }
+            }
         }
         if now >= next {
             if info && shown > 0 {
@@ -131,11 +168,17 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
             );
             report.ended = std::mem::take(&mut ended);
             report.alerts = new_alerts;
-            renderer.snapshot(&mut buf, &report);
+            if !config.quiet {
+                renderer.snapshot(&mut buf, &report);
+            }
             write_out(&mut out, &mut buf)?;
             if shown == 0 {
+                let metrics_at = config
+                    .metrics
+                    .map(|addr| format!(", metrics at http://{addr}/metrics"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "Tracing TCP state transitions in network namespace {target}, a snapshot every {}. Hit Ctrl-C to end.",
+                    "Tracing TCP state transitions in network namespace {target}, a snapshot every {}{metrics_at}. Hit Ctrl-C to end.",
                     humantime::format_duration(interval)
                 );
             }
@@ -152,6 +195,10 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
             break;
         }
         let mut timeout = next.saturating_duration_since(now).min(POLL_INTERVAL);
+        if metrics.is_some() {
+            timeout =
+                timeout.min((metrics_refreshed + METRICS_REFRESH).saturating_duration_since(now));
+        }
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(now));
         }

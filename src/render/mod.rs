@@ -54,6 +54,20 @@ pub trait Renderer {
     fn lost(&mut self, out: &mut Vec<u8>, count: u64, reason: LostReason) -> bool;
 }
 
+/// Writes nothing (--quiet).
+pub struct Quiet;
+
+impl Renderer for Quiet {
+    fn begin(&mut self, _out: &mut Vec<u8>) {}
+    fn transition(&mut self, _out: &mut Vec<u8>, _transition: &Transition) {}
+    fn notice(&mut self, _out: &mut Vec<u8>, _notice: &Notice, _reason: Option<&str>) {}
+    fn connection(&mut self, _out: &mut Vec<u8>, _connection: &Connection) {}
+    fn alert(&mut self, _out: &mut Vec<u8>, _alert: &Alert) {}
+    fn lost(&mut self, _out: &mut Vec<u8>, _count: u64, _reason: LostReason) -> bool {
+        false
+    }
+}
+
 /// What the stream's rows are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rows {
@@ -64,6 +78,9 @@ pub enum Rows {
 
 /// The renderer for the configured format.
 pub fn for_config(config: &Config, clock: Clock) -> Box<dyn Renderer> {
+    if config.quiet {
+        return Box::new(Quiet);
+    }
     let rows = if config.lifetimes {
         Rows::Connections
     } else {

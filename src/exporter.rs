@@ -1,0 +1,149 @@
+//! The /metrics endpoint: a tiny_http server on its own thread that encodes the registry at each
+//! scrape, in the Prometheus text format or, when the scraper asks for it, OpenMetrics. It only
+//! reads metric handles, so a slow or stuck scraper never holds up the event loop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, Context, Result};
+use prometheus_client::encoding::{prometheus_text, text};
+use prometheus_client::registry::Registry;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The running endpoint; dropping it stops the server.
+pub struct Exporter {
+    server: Arc<Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Exporter {
+    /// Listens on `addr` now, so that a bad address or a port in use fails before tracing starts.
+    pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+        TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))
+    }
+
+    /// Serves `registry` on `listener` from a thread of its own.
+    pub fn start(listener: TcpListener, registry: Arc<Registry>) -> Result<Exporter> {
+        let server = Server::from_listener(listener, None)
+            .map_err(|e| anyhow!("starting the metrics server: {e}"))?;
+        let server = Arc::new(server);
+        let serving = Arc::clone(&server);
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    respond(request, &registry);
+                }
+            })
+            .context("starting the metrics thread")?;
+        Ok(Exporter {
+            server,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Does the scraper prefer OpenMetrics (as Prometheus does) to the Prometheus text format?
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// The exposition of `registry` and its content type.
+pub fn exposition(registry: &Registry, openmetrics: bool) -> (String, &'static str) {
+    let mut body = String::with_capacity(16 << 10);
+    // Encoding into a String cannot fail.
+    let _ = if openmetrics {
+        text::encode(&mut body, registry)
+    } else {
+        prometheus_text::encode(&mut body, registry)
+    };
+    let content_type = if openmetrics {
+        OPENMETRICS
+    } else {
+        prometheus_text::CONTENT_TYPE
+    };
+    (body, content_type)
+}
+
+fn header(name: &str, value: &str) -> Option<Header> {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+fn respond(request: Request, registry: &Registry) {
+    let path = request.url().split('?').next().unwrap_or("");
+    let response = match (request.method(), path) {
+        (Method::Get | Method::Head, "/metrics") => {
+            let accept = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Accept"))
+                .map(|h| h.value.as_str());
+            let (body, content_type) = exposition(registry, wants_openmetrics(accept));
+            let mut response = Response::from_string(body);
+            if let Some(h) = header("Content-Type", content_type) {
+                response = response.with_header(h);
+            }
+            response
+        }
+        (Method::Get, "/") => Response::from_string(
+            "tcpstates: TCP connection states and transitions. Metrics at /metrics\n",
+        ),
+        _ => Response::from_string("not found\n").with_status_code(404),
+    };
+    // The scraper may have gone away: nothing to do about it.
+    let _ = request.respond(response);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn negotiates_the_format() {
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(None));
+        let mut registry = Registry::default();
+        let c = Counter::<u64>::default();
+        registry.register("tcpstates_x", "X", c.clone());
+        c.inc();
+        let (om, om_type) = exposition(&registry, true);
+        assert_eq!(
+            om,
+            "# HELP tcpstates_x X.\n# TYPE tcpstates_x counter\ntcpstates_x_total 1\n# EOF\n"
+        );
+        assert!(om_type.starts_with("application/openmetrics-text"));
+        let (prom, prom_type) = exposition(&registry, false);
+        assert_eq!(
+            prom,
+            "# HELP tcpstates_x_total X.\n# TYPE tcpstates_x_total counter\ntcpstates_x_total 1\n"
+        );
+        assert_eq!(prom_type, "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    #[test]
+    fn a_port_in_use_fails_with_the_address() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = Exporter::bind(addr).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!("--metrics {addr}: cannot listen: Address already in use (os error 98)")
+        );
+    }
+}

@@ -1,0 +1,603 @@
+//! Prometheus metrics: what the event stream and the connection table say, as counters, gauges
+//! and histograms. Label sets stay bounded: states and kinds by default; the labels that can
+//! explode (command, ports, cgroup) only when asked for, and then capped per metric.
+//!
+//! The event loop updates metric handles it caches by plain keys (no allocation per event);
+//! the HTTP thread only reads them (see exporter.rs).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::event::{Comm, Owner, Transition};
+use crate::lifetimes::{Connection, Ending};
+use crate::render::LostReason;
+use crate::sanitize;
+use crate::table::ConnTable;
+use crate::tcp_state::TcpState;
+
+/// Series one metric may have through opt-in labels; further ones are counted under "other".
+pub const MAX_SERIES: usize = 10_000;
+
+/// Time in a state and connection lifetimes, in seconds: 100 µs to 10 min.
+const SECONDS_BUCKETS: [f64; 15] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 600.0,
+];
+
+type Labels = Vec<(&'static str, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
+}
+
+/// Labels a user may opt in to (--metrics-labels); each multiplies the number of series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OptIn {
+    pub comm: bool,
+    pub lport: bool,
+    pub rport: bool,
+    pub cgroup: bool,
+}
+
+/// The opt-in label values of one socket; all None unless opted in.
+#[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq)]
+struct Extra {
+    comm: Option<Option<Comm>>,
+    lport: Option<u16>,
+    rport: Option<u16>,
+    cgroup: Option<Option<u64>>,
+    /// Past MAX_SERIES: the opted-in labels say "other".
+    other: bool,
+}
+
+impl Extra {
+    fn of(opt: OptIn, owner: Option<Owner>, lport: u16, rport: u16, cgroup: Option<u64>) -> Extra {
+        Extra {
+            comm: opt.comm.then(|| owner.map(|o| o.comm)),
+            lport: opt.lport.then_some(lport),
+            rport: opt.rport.then_some(rport),
+            cgroup: opt.cgroup.then_some(cgroup),
+            other: false,
+        }
+    }
+
+    fn overflow(self) -> Extra {
+        Extra {
+            other: true,
+            ..Extra::default()
+        }
+    }
+
+    fn push(self, opt: OptIn, labels: &mut Labels) {
+        let other = || "other".to_string();
+        if opt.comm {
+            let comm = match self.comm {
+                _ if self.other => other(),
+                Some(Some(comm)) => sanitize::escape(comm.as_bytes()).into_owned(),
+                _ => String::new(),
+            };
+            labels.push(("comm", comm));
+        }
+        if opt.lport {
+            let port = if self.other {
+                other()
+            } else {
+                self.lport.unwrap_or(0).to_string()
+            };
+            labels.push(("lport", port));
+        }
+        if opt.rport {
+            let port = if self.other {
+                other()
+            } else {
+                self.rport.unwrap_or(0).to_string()
+            };
+            labels.push(("rport", port));
+        }
+        if opt.cgroup {
+            let cgroup = match self.cgroup {
+                _ if self.other => other(),
+                Some(Some(id)) => id.to_string(),
+                _ => String::new(),
+            };
+            labels.push(("cgroup", cgroup));
+        }
+    }
+}
+
+/// Metric handles by key, created in the family on first use.
+struct Cache<K, M> {
+    handles: HashMap<K, M>,
+}
+
+impl<K: Copy + Eq + Hash, M: Clone> Cache<K, M> {
+    fn new() -> Cache<K, M> {
+        Cache {
+            handles: HashMap::new(),
+        }
+    }
+
+    /// The handle for `key`: `extra` is folded into "other" once MAX_SERIES are in use.
+    fn get<C>(
+        &mut self,
+        family: &Family<Labels, M, C>,
+        key: impl Fn(Extra) -> K,
+        extra: Extra,
+        labels: impl Fn(Extra) -> Labels,
+    ) -> M
+    where
+        C: prometheus_client::metrics::family::MetricConstructor<M>,
+    {
+        if let Some(m) = self.handles.get(&key(extra)) {
+            return m.clone();
+        }
+        let extra = if self.handles.len() >= MAX_SERIES {
+            extra.overflow()
+        } else {
+            extra
+        };
+        let m = self
+            .handles
+            .entry(key(extra))
+            .or_insert_with(|| family.get_or_create_owned(&labels(extra)));
+        m.clone()
+    }
+}
+
+/// Everything exported, and the handles the event loop updates.
+pub struct Metrics {
+    opt: OptIn,
+    registry: Arc<Registry>,
+    connections: Family<Labels, Gauge>,
+    transitions: Family<Labels, Counter>,
+    state_seconds: Histograms,
+    ended: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    retransmits: Family<Labels, Counter>,
+    lifetime_seconds: Histograms,
+    close_wait_owners: Gauge,
+    close_wait_oldest: Gauge<f64, AtomicU64>,
+    lost: Family<Labels, Counter>,
+    bpf_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    bpf_runs: Family<Labels, Counter>,
+    transition_handles: Cache<(TcpState, TcpState, Extra), Counter>,
+    state_handles: Cache<(TcpState, Extra), Histogram>,
+    ended_handles: Cache<(usize, Extra), Counter>,
+    bytes_handles: Cache<(bool, Extra), Counter>,
+    retransmit_handles: Cache<Extra, Counter>,
+    lifetime_handles: Cache<Extra, Histogram>,
+    /// Connection gauges set at the last refresh, to remove those that went to zero.
+    gauges_set: HashSet<Labels>,
+    /// Last cumulative BPF figures per program, to add only what is new.
+    bpf_last: HashMap<String, (u64, u64)>,
+}
+
+fn state_labels(opt: OptIn, state: TcpState, extra: Extra) -> Labels {
+    let mut labels = vec![("state", state.name().to_string())];
+    extra.push(opt, &mut labels);
+    labels
+}
+
+impl Metrics {
+    pub fn new(opt: OptIn) -> Metrics {
+        let mut registry = Registry::default();
+        let connections = Family::<Labels, Gauge>::default();
+        let transitions = Family::<Labels, Counter>::default();
+        let state_seconds = Histograms::new_with_constructor(seconds_histogram);
+        let ended = Family::<Labels, Counter>::default();
+        let bytes = Family::<Labels, Counter>::default();
+        let retransmits = Family::<Labels, Counter>::default();
+        let lifetime_seconds = Histograms::new_with_constructor(seconds_histogram);
+        let close_wait_owners = Gauge::default();
+        let close_wait_oldest = Gauge::<f64, AtomicU64>::default();
+        let lost = Family::<Labels, Counter>::default();
+        let bpf_seconds = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        let bpf_runs = Family::<Labels, Counter>::default();
+        let build_info = Family::<Labels, Gauge>::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+
+        registry.register(
+            "tcpstates_connections",
+            "TCP sockets by state, now",
+            connections.clone(),
+        );
+        registry.register(
+            "tcpstates_transitions",
+            "TCP state transitions",
+            transitions.clone(),
+        );
+        registry.register(
+            "tcpstates_state_duration_seconds",
+            "Time sockets spent in a state, observed when they left it",
+            state_seconds.clone(),
+        );
+        registry.register(
+            "tcpstates_close_wait_owners",
+            "Processes holding CLOSE_WAIT sockets (the peer closed, the process did not)",
+            close_wait_owners.clone(),
+        );
+        registry.register(
+            "tcpstates_close_wait_oldest_seconds",
+            "Age of the oldest CLOSE_WAIT socket (for sockets older than tcpstates: their idle time, a lower bound)",
+            close_wait_oldest.clone(),
+        );
+        registry.register(
+            "tcpstates_connections_ended",
+            "Connections that ended, by how: fin, reset_sent, reset_received, refused, timeout, aborted, error",
+            ended.clone(),
+        );
+        registry.register(
+            "tcpstates_connection_bytes",
+            "Payload bytes of ended connections, sent (acknowledged) and received",
+            bytes.clone(),
+        );
+        registry.register(
+            "tcpstates_connection_retransmits",
+            "Segments retransmitted by ended connections",
+            retransmits.clone(),
+        );
+        registry.register(
+            "tcpstates_connection_duration_seconds",
+            "Lifetimes of ended connections that started while tcpstates ran",
+            lifetime_seconds.clone(),
+        );
+        registry.register(
+            "tcpstates_lost_events",
+            "Events the kernel could not deliver",
+            lost.clone(),
+        );
+        registry.register(
+            "tcpstates_bpf_run_seconds",
+            "Kernel time spent in tcpstates' BPF programs",
+            bpf_seconds.clone(),
+        );
+        registry.register(
+            "tcpstates_bpf_runs",
+            "Runs of tcpstates' BPF programs",
+            bpf_runs.clone(),
+        );
+        registry.register("tcpstates_build_info", "tcpstates' version", build_info);
+
+        Metrics {
+            opt,
+            registry: Arc::new(registry),
+            connections,
+            transitions,
+            state_seconds,
+            ended,
+            bytes,
+            retransmits,
+            lifetime_seconds,
+            close_wait_owners,
+            close_wait_oldest,
+            lost,
+            bpf_seconds,
+            bpf_runs,
+            transition_handles: Cache::new(),
+            state_handles: Cache::new(),
+            ended_handles: Cache::new(),
+            bytes_handles: Cache::new(),
+            retransmit_handles: Cache::new(),
+            lifetime_handles: Cache::new(),
+            gauges_set: HashSet::new(),
+            bpf_last: HashMap::new(),
+        }
+    }
+
+    /// The registry the HTTP server encodes.
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    pub fn transition(&mut self, t: &Transition) {
+        let opt = self.opt;
+        let extra = Extra::of(opt, t.owner, t.local_port, t.remote_port, t.cgroup);
+        let (old, new) = (t.old, t.new);
+        self.transition_handles
+            .get(
+                &self.transitions,
+                |e| (old, new, e),
+                extra,
+                |e| {
+                    let mut labels = vec![
+                        ("old_state", old.name().to_string()),
+                        ("new_state", new.name().to_string()),
+                    ];
+                    e.push(opt, &mut labels);
+                    labels
+                },
+            )
+            .inc();
+        if let Some(ms) = t.ms_in_old_state() {
+            self.state_handles
+                .get(
+                    &self.state_seconds,
+                    |e| (old, e),
+                    extra,
+                    |e| state_labels(opt, old, e),
+                )
+                .observe(ms / 1_000.0);
+        }
+    }
+
+    pub fn connection(&mut self, c: &Connection) {
+        let opt = self.opt;
+        let t = &c.last;
+        let extra = Extra::of(opt, t.owner, t.local_port, t.remote_port, t.cgroup);
+        let end = c.ending.index();
+        self.ended_handles
+            .get(
+                &self.ended,
+                |e| (end, e),
+                extra,
+                |e| {
+                    let mut labels = vec![("end", Ending::NAMES[end].to_string())];
+                    e.push(opt, &mut labels);
+                    labels
+                },
+            )
+            .inc();
+        for (sent, n) in [(true, c.tx_bytes()), (false, c.rx_bytes())] {
+            self.bytes_handles
+                .get(
+                    &self.bytes,
+                    |e| (sent, e),
+                    extra,
+                    |e| {
+                        let direction = if sent { "sent" } else { "received" };
+                        let mut labels = vec![("direction", direction.to_string())];
+                        e.push(opt, &mut labels);
+                        labels
+                    },
+                )
+                .inc_by(n);
+        }
+        self.retransmit_handles
+            .get(
+                &self.retransmits,
+                |e| e,
+                extra,
+                |e| {
+                    let mut labels = Vec::new();
+                    e.push(opt, &mut labels);
+                    labels
+                },
+            )
+            .inc_by(u64::from(c.stats.retrans));
+        if let Some(ns) = c.duration_ns() {
+            self.lifetime_handles
+                .get(
+                    &self.lifetime_seconds,
+                    |e| e,
+                    extra,
+                    |e| {
+                        let mut labels = Vec::new();
+                        e.push(opt, &mut labels);
+                        labels
+                    },
+                )
+                .observe(ns as f64 / 1e9);
+        }
+    }
+
+    pub fn lost(&mut self, count: u64, reason: LostReason) {
+        self.lost
+            .get_or_create(&vec![("reason", reason.key().to_string())])
+            .inc_by(count);
+    }
+
+    /// Sets the gauges from the table as it is at boot time `now_ns`.
+    pub fn refresh(&mut self, table: &ConnTable, now_ns: u64) {
+        let opt = self.opt;
+        let mut counts: HashMap<(TcpState, Extra), i64> = HashMap::new();
+        let mut holders = HashSet::new();
+        let mut oldest = 0u64;
+        for c in table.conns() {
+            let extra = Extra::of(opt, c.owner, c.local_port, c.remote_port, c.cgroup);
+            *counts.entry((c.state, extra)).or_default() += 1;
+            if c.state == TcpState::CloseWait {
+                holders.insert(c.owner.map(|o| o.pid));
+                oldest = oldest.max(c.age(now_ns).map_or(0, |a| a.ns()));
+            }
+        }
+        let mut set = HashSet::new();
+        let mut series = 0;
+        let mut overflow: HashMap<TcpState, i64> = HashMap::new();
+        for ((state, extra), n) in counts {
+            if series >= MAX_SERIES {
+                *overflow.entry(state).or_default() += n;
+                continue;
+            }
+            series += 1;
+            let labels = state_labels(opt, state, extra);
+            self.connections.get_or_create(&labels).set(n);
+            set.insert(labels);
+        }
+        for (state, n) in overflow {
+            let labels = state_labels(opt, state, Extra::default().overflow());
+            self.connections.get_or_create(&labels).set(n);
+            set.insert(labels);
+        }
+        for gone in self.gauges_set.difference(&set) {
+            self.connections.remove(gone);
+        }
+        self.gauges_set = set;
+        self.close_wait_owners.set(holders.len() as i64);
+        self.close_wait_oldest.set(oldest as f64 / 1e9);
+    }
+
+    /// Adds what the BPF programs ran since the last call: (name, run time ns, runs), cumulative.
+    pub fn bpf_programs(&mut self, programs: &[(String, u64, u64)]) {
+        for (name, ns, runs) in programs {
+            let (last_ns, last_runs) = self.bpf_last.get(name).copied().unwrap_or((0, 0));
+            let labels = vec![("program", name.clone())];
+            self.bpf_seconds
+                .get_or_create(&labels)
+                .inc_by(ns.saturating_sub(last_ns) as f64 / 1e9);
+            self.bpf_runs
+                .get_or_create(&labels)
+                .inc_by(runs.saturating_sub(last_runs));
+            self.bpf_last.insert(name.clone(), (*ns, *runs));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::tests::transition;
+    use prometheus_client::encoding::text::encode;
+
+    fn text(m: &Metrics) -> String {
+        let mut out = String::new();
+        encode(&mut out, &m.registry).unwrap();
+        out
+    }
+
+    fn sample_lines(text: &str, name: &str) -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn transitions_and_time_in_state() {
+        let mut m = Metrics::new(OptIn::default());
+        let mut t = transition(1, TcpState::SynSent, TcpState::Established, 2_000_000_000);
+        t.old_since_ns = Some(1_999_000_000);
+        m.transition(&t);
+        m.transition(&t);
+        m.transition(&transition(2, TcpState::Close, TcpState::Listen, 5));
+        let out = text(&m);
+        assert_eq!(
+            sample_lines(&out, "tcpstates_transitions_total"),
+            [
+                r#"tcpstates_transitions_total{old_state="CLOSE",new_state="LISTEN"} 1"#,
+                r#"tcpstates_transitions_total{old_state="SYN_SENT",new_state="ESTABLISHED"} 2"#,
+            ]
+        );
+        // Two observations of 1 ms; none for the transition out of an unknown stay.
+        assert!(
+            out.contains(
+                "tcpstates_state_duration_seconds_bucket{le=\"0.001\",state=\"SYN_SENT\"} 2"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("tcpstates_state_duration_seconds_count{state=\"SYN_SENT\"} 2"));
+        assert!(!out.contains("state_duration_seconds_count{state=\"CLOSE\"}"));
+        assert!(out.contains("tcpstates_build_info{version=\""), "{out}");
+    }
+
+    #[test]
+    fn gauges_follow_the_table_and_vanish_at_zero() {
+        let mut m = Metrics::new(OptIn::default());
+        let mut table = ConnTable::new(0);
+        table.apply(&transition(
+            1,
+            TcpState::Established,
+            TcpState::CloseWait,
+            1_000_000_000,
+        ));
+        table.apply(&transition(
+            2,
+            TcpState::SynSent,
+            TcpState::Established,
+            1_000_000_000,
+        ));
+        m.refresh(&table, 4_000_000_000);
+        let out = text(&m);
+        assert_eq!(
+            sample_lines(&out, "tcpstates_connections{"),
+            [
+                r#"tcpstates_connections{state="CLOSE_WAIT"} 1"#,
+                r#"tcpstates_connections{state="ESTABLISHED"} 1"#,
+            ]
+        );
+        assert!(out.contains("tcpstates_close_wait_owners 1\n"));
+        assert!(
+            out.contains("tcpstates_close_wait_oldest_seconds 3.0\n"),
+            "{out}"
+        );
+        table.apply(&transition(
+            1,
+            TcpState::CloseWait,
+            TcpState::Close,
+            5_000_000_000,
+        ));
+        m.refresh(&table, 6_000_000_000);
+        let out = text(&m);
+        assert_eq!(
+            sample_lines(&out, "tcpstates_connections{"),
+            [r#"tcpstates_connections{state="ESTABLISHED"} 1"#]
+        );
+        assert!(out.contains("tcpstates_close_wait_owners 0\n"));
+    }
+
+    #[test]
+    fn opt_in_labels_and_their_cap() {
+        let opt = OptIn {
+            comm: true,
+            lport: true,
+            ..OptIn::default()
+        };
+        let mut m = Metrics::new(opt);
+        let t = transition(1, TcpState::SynSent, TcpState::Established, 1);
+        m.transition(&t);
+        let out = text(&m);
+        assert!(out.contains(
+            r#"tcpstates_transitions_total{old_state="SYN_SENT",new_state="ESTABLISHED",comm="srv",lport="80"} 1"#
+        ), "{out}");
+        for port in 0..(MAX_SERIES as u16 + 5) {
+            let mut t = t.clone();
+            t.local_port = 1000 + port;
+            m.transition(&t);
+        }
+        let out = text(&m);
+        let series = sample_lines(&out, "tcpstates_transitions_total").len();
+        assert_eq!(series, MAX_SERIES + 1, "the cap, and one 'other' series");
+        assert!(out.contains(r#"comm="other",lport="other"} 6"#), "{out}");
+    }
+
+    #[test]
+    fn ended_connections_and_bpf_costs() {
+        let mut m = Metrics::new(OptIn::default());
+        let last = Transition {
+            error: Some(crate::event::Errno(libc::ECONNREFUSED as u16)),
+            ended: Some(crate::event::ConnStats {
+                born_ns: Some(1_000_000),
+                retrans: 2,
+                ..Default::default()
+            }),
+            ..transition(1, TcpState::SynSent, TcpState::Close, 3_000_000)
+        };
+        m.connection(&Connection::from_transition(&last).unwrap());
+        m.lost(3, LostReason::RingBufferFull);
+        m.bpf_programs(&[("on_set_state".into(), 2_000_000_000, 10)]);
+        m.bpf_programs(&[("on_set_state".into(), 3_000_000_000, 15)]);
+        let out = text(&m);
+        for line in [
+            "tcpstates_connections_ended_total{end=\"refused\"} 1",
+            "tcpstates_connection_retransmits_total 2",
+            "tcpstates_connection_duration_seconds_count 1",
+            "tcpstates_lost_events_total{reason=\"ring_buffer_full\"} 3",
+            "tcpstates_bpf_run_seconds_total{program=\"on_set_state\"} 3.0",
+            "tcpstates_bpf_runs_total{program=\"on_set_state\"} 15",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+    }
+}
