@@ -30,7 +30,8 @@ Examples:
                                     transitions, retransmits, resets and TCP drops
   tcpstates --alert CLOSE_WAIT=30s  report sockets left in CLOSE_WAIT over 30 s
   tcpstates --snapshot 1s --count 1 --alert CLOSE_WAIT=30s
-                                    a check for cron: exit status 3 if any fires";
+                                    a check for cron: exit status 3 if any fires
+  tcpstates --metrics :9977 --quiet a Prometheus exporter: /metrics on port 9977";
 
 /// Trace TCP state transitions, live, with each socket's owning process.
 ///
