@@ -77,38 +77,32 @@ impl Extra {
     }
 
     fn push(self, opt: OptIn, labels: &mut Labels) {
-        let other = || "other".to_string();
-        if opt.comm {
-            let comm = match self.comm {
-                _ if self.other => other(),
-                Some(Some(comm)) => sanitize::escape(comm.as_bytes()).into_owned(),
-                _ => String::new(),
-            };
-            labels.push(("comm", comm));
-        }
-        if opt.lport {
-            let port = if self.other {
-                other()
-            } else {
-                self.lport.unwrap_or(0).to_string()
-            };
-            labels.push(("lport", port));
-        }
-        if opt.rport {
-            let port = if self.other {
-                other()
-            } else {
-                self.rport.unwrap_or(0).to_string()
-            };
-            labels.push(("rport", port));
-        }
-        if opt.cgroup {
-            let cgroup = match self.cgroup {
-                _ if self.other => other(),
-                Some(Some(id)) => id.to_string(),
-                _ => String::new(),
-            };
-            labels.push(("cgroup", cgroup));
+        let values = [
+            (
+                opt.comm,
+                "comm",
+                self.comm
+                    .flatten()
+                    .map(|c| sanitize::escape(c.as_bytes()).into_owned()),
+            ),
+            (opt.lport, "lport", self.lport.map(|p| p.to_string())),
+            (opt.rport, "rport", self.rport.map(|p| p.to_string())),
+            (
+                opt.cgroup,
+                "cgroup",
+                self.cgroup.flatten().map(|id| id.to_string()),
+            ),
+        ];
+        for (on, name, value) in values {
+            if on {
+                let value = if self.other {
+                    "other".to_string()
+                } else {
+                    // Unknown owner or cgroup: an empty value, which Prometheus treats as absent.
+                    value.unwrap_or_default()
+                };
+                labels.push((name, value));
+            }
         }
     }
 }

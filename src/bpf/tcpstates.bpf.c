@@ -795,6 +795,13 @@ static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 s
 	submit(e);
 }
 
+/* The addresses of sk (any kind of socket) and what is known of it, if anything. */
+static __always_inline struct sock_info *socket_tuple(const struct sock *sk, struct tuple *t)
+{
+	tuple_of_sock(t, &sk->__sk_common);
+	return known_socket((__u64)sk, t->state);
+}
+
 /* A notice about the socket sk (any kind of socket). */
 static __always_inline void notice_socket(int kind, const struct sock *sk, __u32 detail)
 {
@@ -802,8 +809,7 @@ static __always_inline void notice_socket(int kind, const struct sock *sk, __u32
 	struct sock_info *info;
 	struct tuple t;
 
-	tuple_of_sock(&t, &sk->__sk_common);
-	info = known_socket((__u64)sk, t.state);
+	info = socket_tuple(sk, &t);
 	emit_notice(kind, &t, (__u64)sk, info ? info : &none, detail, false);
 }
 
@@ -836,10 +842,9 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	struct tuple t;
 	__u64 skaddr = 0;
 
-	if (full_tcp_sock(sk)) {
+	if (sk) {
 		skaddr = (__u64)sk;
-		tuple_of_sock(&t, &sk->__sk_common);
-		info = bpf_map_lookup_elem(&socks, &skaddr);
+		info = socket_tuple(sk, &t);
 		if (info) {
 			/* Before the socket's last transition: that one reports it. */
 			info->flags |= SOCK_F_RESET_SENT;
@@ -847,10 +852,6 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 			/* After it: user space joins this to the connection it just ended. */
 			wanted = true;
 		}
-	} else if (sk) {
-		skaddr = (__u64)sk;
-		tuple_of_sock(&t, &sk->__sk_common);
-		info = known_socket(skaddr, t.state);
 	} else if (!skb || !tuple_of_packet(&t, skb)) {
 		return 0;
 	}
@@ -871,8 +872,7 @@ int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int re
 
 	if (full_tcp_sock(sk)) {
 		skaddr = (__u64)sk;
-		tuple_of_sock(&t, &sk->__sk_common);
-		info = bpf_map_lookup_elem(&socks, &skaddr);
+		info = socket_tuple(sk, &t);
 	} else {
 		if (!tuple_of_packet(&t, skb))
 			return 0;

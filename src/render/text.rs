@@ -32,6 +32,49 @@ struct Lead<'a> {
     remote_port: u16,
 }
 
+impl<'a> From<&'a Transition> for Lead<'a> {
+    fn from(t: &'a Transition) -> Lead<'a> {
+        Lead {
+            ts_ns: t.ts_ns,
+            skaddr: Some(t.skaddr),
+            owner: &t.owner,
+            local: t.local,
+            local_port: t.local_port,
+            remote: t.remote,
+            remote_port: t.remote_port,
+        }
+    }
+}
+
+impl<'a> From<&'a Notice> for Lead<'a> {
+    fn from(n: &'a Notice) -> Lead<'a> {
+        Lead {
+            ts_ns: n.ts_ns,
+            skaddr: n.skaddr,
+            owner: &n.owner,
+            local: n.local,
+            local_port: n.local_port,
+            remote: n.remote,
+            remote_port: n.remote_port,
+        }
+    }
+}
+
+impl<'a> From<&'a Alert> for Lead<'a> {
+    fn from(a: &'a Alert) -> Lead<'a> {
+        let c = &a.conn;
+        Lead {
+            ts_ns: a.now_ns,
+            skaddr: Some(c.skaddr),
+            owner: &c.owner,
+            local: c.local,
+            local_port: c.local_port,
+            remote: c.remote,
+            remote_port: c.remote_port,
+        }
+    }
+}
+
 impl TextRenderer {
     pub fn new(
         clock: Clock,
@@ -141,18 +184,7 @@ impl Renderer for TextRenderer {
     }
 
     fn transition(&mut self, out: &mut Vec<u8>, t: &Transition) {
-        self.lead(
-            out,
-            Lead {
-                ts_ns: t.ts_ns,
-                skaddr: Some(t.skaddr),
-                owner: &t.owner,
-                local: t.local,
-                local_port: t.local_port,
-                remote: t.remote,
-                remote_port: t.remote_port,
-            },
-        );
+        self.lead(out, Lead::from(t));
         let _ = write!(out, "{:<11} -> {:<11} ", t.old, t.new);
         let _ = match t.ms_in_old_state() {
             Some(ms) => write!(out, "{ms:.3}"),
@@ -165,18 +197,7 @@ impl Renderer for TextRenderer {
     }
 
     fn notice(&mut self, out: &mut Vec<u8>, n: &Notice, reason: Option<&str>) {
-        self.lead(
-            out,
-            Lead {
-                ts_ns: n.ts_ns,
-                skaddr: n.skaddr,
-                owner: &n.owner,
-                local: n.local,
-                local_port: n.local_port,
-                remote: n.remote,
-                remote_port: n.remote_port,
-            },
-        );
+        self.lead(out, Lead::from(n));
         let state = n.state.map_or("-", |s| s.name());
         let kind = n.kind.name().to_ascii_uppercase();
         let _ = writeln!(out, "{state:<11} ** {kind:<11} {}", reason.unwrap_or("-"));
@@ -184,18 +205,7 @@ impl Renderer for TextRenderer {
 
     fn connection(&mut self, out: &mut Vec<u8>, c: &Connection) {
         let t = &c.last;
-        self.lead(
-            out,
-            Lead {
-                ts_ns: t.ts_ns,
-                skaddr: Some(t.skaddr),
-                owner: &t.owner,
-                local: t.local,
-                local_port: t.local_port,
-                remote: t.remote,
-                remote_port: t.remote_port,
-            },
-        );
+        self.lead(out, Lead::from(t));
         let rtt = format!("{:.3}", f64::from(c.stats.srtt_us) / 1_000.0);
         let _ = write!(
             out,
@@ -214,19 +224,8 @@ impl Renderer for TextRenderer {
     }
 
     fn alert(&mut self, out: &mut Vec<u8>, a: &Alert) {
+        self.lead(out, Lead::from(a));
         let c = &a.conn;
-        self.lead(
-            out,
-            Lead {
-                ts_ns: a.now_ns,
-                skaddr: Some(c.skaddr),
-                owner: &c.owner,
-                local: c.local,
-                local_port: c.local_port,
-                remote: c.remote,
-                remote_port: c.remote_port,
-            },
-        );
         // A socket there before tracing began: its age is at least this.
         let at_least = if matches!(a.age, Age::Idle(_)) {
             ">="
