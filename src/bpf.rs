@@ -156,9 +156,8 @@ impl<'obj> Tracer<'obj> {
             .set_max_entries(ring_size)
             .context("sizing the ring buffer")?;
         if !parts.hooks {
-            // Nothing is streamed and no socket enters TIME_WAIT under our watch, and the owner
-            // maps only receive the sockets that exist now: smaller maps cost less to allocate
-            // and zero than the preallocated defaults.
+            // Nothing is streamed and no socket enters TIME_WAIT under our watch: smaller maps
+            // cost less to allocate and zero than the preallocated defaults.
             open.maps
                 .events
                 .set_max_entries(4096)
@@ -167,20 +166,6 @@ impl<'obj> Tracer<'obj> {
                 .tws
                 .set_max_entries(1)
                 .context("sizing the TIME_WAIT map")?;
-            if let Some(sockets) = tcp_sockets_allocated() {
-                let entries = u32::try_from(sockets.saturating_mul(2).saturating_add(1024))
-                    .unwrap_or(u32::MAX);
-                let socks = open.maps.socks.max_entries();
-                open.maps
-                    .socks
-                    .set_max_entries(entries.min(socks))
-                    .context("sizing the socket map")?;
-                let listeners = open.maps.listeners.max_entries();
-                open.maps
-                    .listeners
-                    .set_max_entries(entries.min(listeners))
-                    .context("sizing the listener map")?;
-            }
         }
         // Each program loaded costs verification time at start.
         open.progs.on_set_state.set_autoload(parts.hooks);
@@ -459,15 +444,6 @@ pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-}
-
-/// Full TCP sockets allocated on the host, all namespaces ("alloc" in /proc/net/sockstat).
-fn tcp_sockets_allocated() -> Option<u64> {
-    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
-    let tcp = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
-    let words: Vec<&str> = tcp.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "alloc")?;
-    words.get(at + 1)?.parse().ok()
 }
 
 fn attach_failed(hook: &'static str) -> impl Fn(libbpf_rs::Error) -> anyhow::Error {

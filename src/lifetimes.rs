@@ -169,20 +169,23 @@ impl Lifetimes {
         }
     }
 
-    /// Joins an RST to the connection its socket just ended; returns that connection.
-    pub fn reset(&mut self, n: &Notice) -> Option<&Connection> {
+    /// Joins an RST to the connection its socket just ended; true if there was one.
+    pub fn reset(&mut self, n: &Notice) -> bool {
         if n.kind != NoticeKind::ResetSent {
-            return None;
+            return false;
         }
-        let skaddr = n.skaddr?;
-        let (_, c) = self.held.iter_mut().rev().find(|(_, c)| {
-            c.last.skaddr == skaddr && c.last.new == TcpState::Close && c.last.ts_ns <= n.ts_ns
-        })?;
+        let Some((_, c)) = self.held.iter_mut().rev().find(|(_, c)| {
+            Some(c.last.skaddr) == n.skaddr
+                && c.last.new == TcpState::Close
+                && c.last.ts_ns <= n.ts_ns
+        }) else {
+            return false;
+        };
         if matches!(c.ending, Ending::Fin | Ending::Aborted) {
             c.ending = Ending::ResetSent;
             c.stats.reset_sent = true;
         }
-        Some(c)
+        true
     }
 
     /// The connections held long enough (all of them when `all`), oldest first.
@@ -321,13 +324,12 @@ mod tests {
             remote_port: 5000,
             state: Some(TcpState::Close),
         };
-        assert!(l.reset(&notice).is_some());
-        assert!(l
-            .reset(&Notice {
-                skaddr: Some(0x3000),
-                ..notice.clone()
-            })
-            .is_none());
+        assert!(l.reset(&notice));
+        let elsewhere = Notice {
+            skaddr: Some(0x3000),
+            ..notice.clone()
+        };
+        assert!(!l.reset(&elsewhere));
         let got: Vec<Connection> = l.ready(t0 + HOLD, false).collect();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].ending, Ending::ResetSent);

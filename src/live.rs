@@ -2,7 +2,6 @@
 //! happens, with the extra events, dwell alerts and metrics asked for, until stopped; then the
 //! totals.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
@@ -14,14 +13,13 @@ use crate::bpf::{self, Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::{Config, Events};
 use crate::drop_reasons::DropReasons;
-use crate::event::{Inbox, Notice, NoticeKind, Owner, Record};
+use crate::event::{Inbox, Notice, NoticeKind, Record};
 use crate::exporter::Exporter;
 use crate::lifetimes::Lifetimes;
 use crate::losses::Losses;
 use crate::metrics::Metrics;
 use crate::render::{self, Renderer};
 use crate::table::ConnTable;
-use crate::tcp_state::TcpState;
 use crate::{preflight, signals, snapshots};
 
 /// How long a poll waits for a wakeup; the BPF side wakes us early only when the ring fills.
@@ -119,7 +117,6 @@ pub fn run(config: &Config) -> Result<Outcome> {
             || config.filters.comm.is_some()
             || config.filters.cgroup.is_some(),
         drop_reasons: config.events.drop.then(DropReasons::from_kernel),
-        closed: VecDeque::new(),
         count: config.count,
         shown: 0,
     };
@@ -244,14 +241,9 @@ struct Stream {
     /// A pid, comm or cgroup filter is on: events of unknown owners are not shown.
     owner_filtered: bool,
     drop_reasons: Option<DropReasons>,
-    /// Owners of sockets that just closed, for the RST some send right after (--events reset).
-    closed: VecDeque<(Instant, u64, Option<Owner>, Option<u64>)>,
     count: Option<u64>,
     shown: u64,
 }
-
-/// How long a closed socket's owner is kept for an RST that follows its close.
-const CLOSED_OWNER_KEPT: Duration = Duration::from_millis(20);
 
 impl Stream {
     fn full(&self) -> bool {
@@ -273,16 +265,6 @@ impl Stream {
                     if let Some(table) = table.as_deref_mut() {
                         table.apply(&t);
                     }
-                    if self.events.reset && t.new == TcpState::Close && t.owner.is_some() {
-                        while self
-                            .closed
-                            .front()
-                            .is_some_and(|(at, ..)| now.duration_since(*at) > CLOSED_OWNER_KEPT)
-                        {
-                            self.closed.pop_front();
-                        }
-                        self.closed.push_back((now, t.skaddr, t.owner, t.cgroup));
-                    }
                     if let Some(m) = metrics.as_deref_mut() {
                         m.transition(&t);
                     }
@@ -300,24 +282,10 @@ impl Stream {
         self.full()
     }
 
-    fn notice(&mut self, mut n: Notice, buf: &mut Vec<u8>) {
-        if let Some(connection) = self.lifetimes.as_mut().and_then(|l| l.reset(&n)) {
-            // Sent just after the socket closed: the connection knows whose it was.
-            if n.owner.is_none() {
-                n.owner = connection.last.owner;
-                n.cgroup = connection.last.cgroup;
-            }
-        }
-        if n.kind == NoticeKind::ResetSent && n.owner.is_none() && n.skaddr.is_some() {
-            if let Some((.., owner, cgroup)) = self
-                .closed
-                .iter()
-                .rev()
-                .find(|(_, sk, ..)| Some(*sk) == n.skaddr)
-            {
-                n.owner = *owner;
-                n.cgroup = *cgroup;
-            }
+    fn notice(&mut self, n: Notice, buf: &mut Vec<u8>) {
+        // An RST sent just after its socket's close tells how that connection ended.
+        if let Some(lifetimes) = &mut self.lifetimes {
+            lifetimes.reset(&n);
         }
         let wanted = match n.kind {
             NoticeKind::Retransmit => self.events.retransmit,

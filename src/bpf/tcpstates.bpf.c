@@ -67,7 +67,7 @@ __u64 tw_slab[2] = {};
 #define SOCK_F_PASSIVE (CONN_F_PASSIVE << SOCK_F_CONN_SHIFT)
 #define MAX_CGROUP_DEPTH 32
 
-/* What is known of a socket; keyed by full socket, timewait socket or listening address. */
+/* What is known of a socket: in a full socket's storage, or keyed by timewait socket. */
 struct sock_info {
 	__u64 ts_ns;  /* when it entered its current state */
 	__u64 cgroup;
@@ -79,13 +79,6 @@ struct sock_info {
 	char comm[TASK_COMM_LEN];
 };
 
-struct listen_key {
-	__u32 netns;
-	__u16 family;
-	__u16 port;
-	__u8 addr[16]; /* bound address; zeros for a wildcard */
-};
-
 /* A timewait socket whose timer was just armed on this CPU, waiting for its full socket. */
 struct tw_slot {
 	__u64 tw;
@@ -93,10 +86,15 @@ struct tw_slot {
 };
 
 /* Map sizes are documented in the README and the man page. */
+/*
+ * Per full socket, in the socket itself: freed by the kernel with it, so it needs no size limit
+ * and no eviction. An accepted socket starts with a copy of its listener's (BPF_F_CLONE): the
+ * listener's owner, exactly, SO_REUSEPORT groups included.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 131072);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
 	__type(value, struct sock_info);
 } socks SEC(".maps");
 
@@ -106,13 +104,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } tws SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct listen_key);
-	__type(value, struct sock_info);
-} listeners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -269,9 +260,19 @@ static __always_inline void fill_stats(struct conn_stats *s, const struct sock *
 	s->min_rtt_us = min_rtt == ~0U ? 0 : min_rtt;
 }
 
+/* Bytes a record takes in the ring: its header (8) and its size, rounded up to 8. */
+#define RECORD_BYTES ((with_stats ? sizeof(struct event_with_stats) : sizeof(struct event)) + 8)
+
+/*
+ * Wake the reader only when the unread data crosses wakeup_bytes: once per fill, not for every
+ * record past it (each wakeup is a self-IPI, a VM exit under virtualisation). A crossing missed
+ * in a race between CPUs costs nothing but latency: the reader also polls every 10 ms.
+ */
 static __always_inline void submit(void *record)
 {
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	__u64 unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	if (unread >= wakeup_bytes && unread < wakeup_bytes + RECORD_BYTES)
 		bpf_ringbuf_submit(record, BPF_RB_FORCE_WAKEUP);
 	else
 		bpf_ringbuf_submit(record, BPF_RB_NO_WAKEUP);
@@ -410,41 +411,6 @@ static __always_inline void set_owner_current(struct sock_info *info)
 	info->flags |= EVENT_F_OWNER_KNOWN;
 }
 
-/* sk must be a BTF pointer: it is read directly. */
-static __always_inline void listen_key_of(struct listen_key *key, const struct sock *sk)
-{
-	/* The verifier lets inet_sock fields be read only through a tcp_sock pointer. */
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
-
-	key->netns = sk->__sk_common.skc_net.net->ns.inum;
-	key->family = sk->__sk_common.skc_family;
-	/* skc_num is already 0 when a listener closes; inet_sport is not. */
-	key->port = tp ? bpf_ntohs(((struct inet_sock *)tp)->inet_sport) : 0;
-	if (key->family == AF_INET)
-		__builtin_memcpy(key->addr, &sk->__sk_common.skc_rcv_saddr, 4);
-	else
-		__builtin_memcpy(key->addr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
-}
-
-/* A child socket belongs to whoever owns the listener it was cloned from. */
-static __always_inline void inherit_listener_owner(struct sock_info *info, const struct sock *child)
-{
-	struct listen_key key = {};
-	struct sock_info *owner;
-
-	listen_key_of(&key, child);
-	owner = bpf_map_lookup_elem(&listeners, &key);
-	if (!owner) {
-		__builtin_memset(key.addr, 0, sizeof(key.addr));
-		owner = bpf_map_lookup_elem(&listeners, &key);
-	}
-	if (!owner || !(owner->flags & EVENT_F_OWNER_KNOWN))
-		return;
-	info->pid = owner->pid;
-	__builtin_memcpy(info->comm, owner->comm, TASK_COMM_LEN);
-	info->flags |= EVENT_F_OWNER_KNOWN;
-}
-
 /* Does the timewait socket tw replace the full socket sk (same netns, family and ports)? */
 static __always_inline bool tw_replaces(__u64 tw, const struct sock *sk)
 {
@@ -486,7 +452,7 @@ static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	__u64 skaddr = (__u64)sk;
-	__u64 now, prev_ts = 0, tw = 0;
+	__u64 now, prev_ts, tw = 0;
 	int reported;
 	struct sock_info fresh = {};
 	struct sock_info *info;
@@ -496,70 +462,48 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		return;
 	now = bpf_ktime_get_boot_ns();
 	sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
-	info = bpf_map_lookup_elem(&socks, &skaddr);
+	info = bpf_sk_storage_get(&socks, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!info)
+		info = &fresh; /* no memory: report what can be, remember nothing */
 
 	if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
-		/* connect() and listen() run in the owner's context; any entry here is stale. */
-		set_owner_current(&fresh);
-		set_cgroup(&fresh, sk);
-		fresh.born_ns = newstate == TCP_SYN_SENT ? now : 0;
-		info = NULL;
+		/* connect() and listen() run in the owner's context; older contents are a past use. */
+		__builtin_memset(info, 0, sizeof(*info));
+		set_owner_current(info);
+		set_cgroup(info, sk);
+		info->born_ns = newstate == TCP_SYN_SENT ? now : 0;
+		info->skaddr = skaddr;
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
-		/* A new child of a listener; an entry at this address is a stale one. */
-		inherit_listener_owner(&fresh, sk);
-		set_cgroup(&fresh, sk);
-		fresh.ts_ns = now;
-		fresh.born_ns = now;
-		fresh.skaddr = skaddr;
-		fresh.flags |= SOCK_F_SYN_RECV_DEFERRED | SOCK_F_PASSIVE;
-		bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY);
+		/* A new child, its storage a copy of its listener's: keep the owner only. */
+		info->flags &= EVENT_F_OWNER_KNOWN;
+		set_cgroup(info, sk);
+		info->ts_ns = now;
+		info->born_ns = now;
+		info->skaddr = skaddr;
+		info->flags |= SOCK_F_SYN_RECV_DEFERRED | SOCK_F_PASSIVE;
 		return;
-	} else if (!info) {
-		/* First seen mid-life: owner and time in oldstate are unknown. */
-		set_cgroup(&fresh, sk);
+	} else if (info->skaddr != skaddr) {
+		/* First seen mid-life: time in oldstate unknown; an owner only if cloned. */
+		info->flags &= EVENT_F_OWNER_KNOWN;
+		info->ts_ns = 0;
+		info->born_ns = 0;
+		info->skaddr = skaddr;
+		set_cgroup(info, sk);
 	}
 
 	/* Who sent the first FIN. */
-	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) {
-		struct sock_info *target = info ? info : &fresh;
+	if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) &&
+	    !(info->flags & (SOCK_F_LOCAL_CLOSED_FIRST | SOCK_F_REMOTE_CLOSED_FIRST)))
+		info->flags |= newstate == TCP_FIN_WAIT1 ? SOCK_F_LOCAL_CLOSED_FIRST :
+							    SOCK_F_REMOTE_CLOSED_FIRST;
 
-		if (!(target->flags & (SOCK_F_LOCAL_CLOSED_FIRST | SOCK_F_REMOTE_CLOSED_FIRST)))
-			target->flags |= newstate == TCP_FIN_WAIT1 ? SOCK_F_LOCAL_CLOSED_FIRST :
-								    SOCK_F_REMOTE_CLOSED_FIRST;
+	prev_ts = info->ts_ns;
+	if (info->flags & SOCK_F_SYN_RECV_DEFERRED) {
+		info->flags &= ~SOCK_F_SYN_RECV_DEFERRED;
+		emit(&sk->__sk_common, true, sport, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0, prev_ts,
+		     info, NULL);
 	}
-
-	if (info) {
-		/* Known: update in place rather than rewrite the entry. */
-		prev_ts = info->ts_ns;
-		if (info->flags & SOCK_F_SYN_RECV_DEFERRED) {
-			info->flags &= ~SOCK_F_SYN_RECV_DEFERRED;
-			emit(&sk->__sk_common, true, sport, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0,
-			     prev_ts, info, NULL);
-		}
-		info->ts_ns = now;
-	} else {
-		fresh.ts_ns = now;
-		fresh.skaddr = skaddr;
-		info = &fresh;
-		if (newstate != TCP_CLOSE)
-			bpf_map_update_elem(&socks, &skaddr, &fresh, BPF_ANY);
-	}
-
-	if (newstate == TCP_LISTEN) {
-		struct listen_key key = {};
-
-		listen_key_of(&key, sk);
-		bpf_map_update_elem(&listeners, &key, info, BPF_ANY);
-	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-		struct listen_key key = {};
-		struct sock_info *l;
-
-		listen_key_of(&key, sk);
-		l = bpf_map_lookup_elem(&listeners, &key);
-		/* SO_REUSEPORT listeners share a key: only the one that owns it removes it. */
-		if (l && l->skaddr == skaddr)
-			bpf_map_delete_elem(&listeners, &key);
-	}
+	info->ts_ns = now;
 
 	/* One emit call site: each is inlined, and verified again, in both programs. */
 	reported = newstate;
@@ -571,11 +515,10 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			reported = TCP_TIME_WAIT;
 		}
 	}
+	/* The storage stays until the kernel frees the socket: an RST sent after the close still
+	 * finds its owner there. */
 	emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, reported, prev_ts, now, info,
 	     newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? sk : NULL);
-	/* Last: info may point into the entry being deleted. */
-	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&socks, &skaddr);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -727,12 +670,17 @@ static __always_inline bool tuple_of_packet(struct tuple *t, const struct sk_buf
 	return true;
 }
 
-/* What is known of the socket at skaddr in state `state`. */
-static __always_inline struct sock_info *known_socket(__u64 skaddr, int state)
+/* What is known of sk (any kind of socket) in state `state`. */
+static __always_inline struct sock_info *known_socket(const struct sock *sk, int state)
 {
+	__u64 skaddr = (__u64)sk;
+	struct sock_info *info;
+
 	if (state == TCP_TIME_WAIT)
 		return bpf_map_lookup_elem(&tws, &skaddr);
-	return bpf_map_lookup_elem(&socks, &skaddr);
+	/* NULL for request sockets: only full sockets have storage. */
+	info = bpf_sk_storage_get(&socks, (void *)sk, 0, 0);
+	return info && info->skaddr == skaddr ? info : NULL;
 }
 
 /* Is sk a full TCP socket (not timewait or request)? */
@@ -747,27 +695,16 @@ static __always_inline bool full_tcp_sock(const struct sock *sk)
 	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
 }
 
-/*
- * Filter, then write one non-transition event. With owner_unfiltered, unknown owners pass the
- * pid, comm and cgroup filters: user space attributes the event to a connection it holds.
- */
+/* Filter, then write one non-transition event. */
 static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 skaddr,
-					const struct sock_info *info, __u32 detail,
-					bool owner_unfiltered)
+					const struct sock_info *info, __u32 detail)
 {
 	struct event *e;
 
 	if (filter_states && !(filter_states & (1u << t->state)))
 		return;
-	if (owner_unfiltered && !(info->flags & EVENT_F_OWNER_KNOWN)) {
-		if ((filter_family && t->family != filter_family) ||
-		    (filter_netns && t->netns != filter_netns) ||
-		    (filter_lports && !bpf_map_lookup_elem(&lports, &t->lport)) ||
-		    (filter_rports && !bpf_map_lookup_elem(&rports, &t->rport)))
-			return;
-	} else if (!socket_wanted(t->family, t->lport, t->rport, t->netns, info)) {
+	if (!socket_wanted(t->family, t->lport, t->rport, t->netns, info))
 		return;
-	}
 	e = reserve();
 	if (!e)
 		return;
@@ -799,7 +736,7 @@ static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 s
 static __always_inline struct sock_info *socket_tuple(const struct sock *sk, struct tuple *t)
 {
 	tuple_of_sock(t, &sk->__sk_common);
-	return known_socket((__u64)sk, t->state);
+	return known_socket(sk, t->state);
 }
 
 /* A notice about the socket sk (any kind of socket). */
@@ -810,7 +747,7 @@ static __always_inline void notice_socket(int kind, const struct sock *sk, __u32
 	struct tuple t;
 
 	info = socket_tuple(sk, &t);
-	emit_notice(kind, &t, (__u64)sk, info ? info : &none, detail, false);
+	emit_notice(kind, &t, (__u64)sk, info ? info : &none, detail);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
@@ -845,18 +782,18 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	if (sk) {
 		skaddr = (__u64)sk;
 		info = socket_tuple(sk, &t);
-		if (info) {
-			/* Before the socket's last transition: that one reports it. */
+		if (t.state == TCP_CLOSE) {
+			/* After the socket's last transition: user space joins it to the connection. */
+			wanted |= with_stats;
+		} else if (info) {
+			/* Before it: that transition reports it. */
 			info->flags |= SOCK_F_RESET_SENT;
-		} else if (with_stats && t.state == TCP_CLOSE) {
-			/* After it: user space joins this to the connection it just ended. */
-			wanted = true;
 		}
 	} else if (!skb || !tuple_of_packet(&t, skb)) {
 		return 0;
 	}
 	if (wanted)
-		emit_notice(EVENT_RESET_SENT, &t, skaddr, info ? info : &none, 0, !info);
+		emit_notice(EVENT_RESET_SENT, &t, skaddr, info ? info : &none, 0);
 	return 0;
 }
 
@@ -879,23 +816,23 @@ int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int re
 		if (sk) {
 			skaddr = (__u64)sk;
 			t.state = BPF_CORE_READ(sk, __sk_common.skc_state);
-			info = known_socket(skaddr, t.state);
+			info = known_socket(sk, t.state);
 		}
 	}
-	emit_notice(EVENT_DROP, &t, skaddr, info ? info : &none, reason, false);
+	emit_notice(EVENT_DROP, &t, skaddr, info ? info : &none, reason);
 	return 0;
 }
 
 /*
  * Seed owners of sockets opened before tracing started: every open file of every process, in
- * all network namespaces at once. Entries the live hooks made meanwhile are newer and kept.
+ * all network namespaces at once. Owners the live hooks recorded meanwhile are newer and kept.
  */
 SEC("iter/task_file")
 int seed_owners(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct sock_info info = {};
+	struct sock_info *info;
 	struct socket *sock;
 	struct sock *sk;
 	__u64 skaddr;
@@ -916,18 +853,17 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 
 	skaddr = (__u64)sk;
-	info.pid = task->tgid;
-	__builtin_memcpy(info.comm, task->comm, TASK_COMM_LEN);
-	info.flags = EVENT_F_OWNER_KNOWN;
-	info.skaddr = skaddr;
-	set_cgroup(&info, sk);
-	bpf_map_update_elem(&socks, &skaddr, &info, BPF_NOEXIST);
-	if (sk->__sk_common.skc_state == TCP_LISTEN) {
-		struct listen_key key = {};
-
-		listen_key_of(&key, sk);
-		bpf_map_update_elem(&listeners, &key, &info, BPF_NOEXIST);
+	info = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!info || (info->skaddr == skaddr && (info->flags & EVENT_F_OWNER_KNOWN)))
+		return 0;
+	if (info->skaddr != skaddr) {
+		__builtin_memset(info, 0, sizeof(*info));
+		info->skaddr = skaddr;
+		set_cgroup(info, sk);
 	}
+	info->pid = task->tgid;
+	__builtin_memcpy(info->comm, task->comm, TASK_COMM_LEN);
+	info->flags |= EVENT_F_OWNER_KNOWN;
 	return 0;
 }
 
@@ -968,11 +904,14 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		r.skaddr = known ? known->skaddr : key;
 	} else {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
-		struct sock_info *known = bpf_map_lookup_elem(&socks, &key);
 		__u64 mstamp_us, now_us = bpf_ktime_get_ns() / 1000;
+		struct sock_info *known;
 
 		if (!tp)
 			return 0;
+		known = bpf_sk_storage_get(&socks, (struct sock *)tp, 0, 0);
+		if (known && known->skaddr != key)
+			known = NULL; /* storage of an accepted socket not yet seen: its listener's */
 		sport = ((struct inet_sock *)tp)->inet_sport;
 		mstamp_us = tp->tcp_mstamp;
 		r.skaddr = key;
