@@ -99,7 +99,8 @@ pub struct Transition {
     /// For transitions to CLOSE: the socket's error (ECONNREFUSED, ETIMEDOUT, ...), if any.
     pub error: Option<Errno>,
     /// When this transition ended a connection (and figures were asked for): its figures.
-    pub ended: Option<ConnStats>,
+    /// Boxed: most transitions have none, and records are moved around by value.
+    pub ended: Option<Box<ConnStats>>,
 }
 
 /// An errno value the kernel left on a socket.
@@ -195,9 +196,12 @@ pub enum Record {
 impl Transition {
     /// Time spent in the old state, in ms with µs resolution; None when unknown.
     pub fn ms_in_old_state(&self) -> Option<f64> {
-        let since = self.old_since_ns?;
-        let micros = self.ts_ns.saturating_sub(since) / 1_000;
-        Some(micros as f64 / 1_000.0)
+        self.micros_in_old_state().map(|us| us as f64 / 1_000.0)
+    }
+
+    /// Time spent in the old state, in µs; None when unknown.
+    pub fn micros_in_old_state(&self) -> Option<u64> {
+        Some(self.ts_ns.saturating_sub(self.old_since_ns?) / 1_000)
     }
 
     pub fn is_ipv6(&self) -> bool {
@@ -358,7 +362,7 @@ fn decode_transition(raw: &types::event, rest: &[u8]) -> Result<Transition> {
         if plain::copy_from_bytes(&mut stats, rest).is_err() {
             bail!("short connection record: {} bytes", EVENT_SIZE + rest.len());
         }
-        Some(conn_stats(&stats))
+        Some(Box::new(conn_stats(&stats)))
     } else {
         None
     };

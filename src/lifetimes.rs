@@ -114,7 +114,7 @@ pub struct Connection {
 impl Connection {
     /// None unless `t` ended a connection.
     pub fn from_transition(t: &Transition) -> Option<Connection> {
-        let stats = t.ended?;
+        let stats = *t.ended.as_deref()?;
         Some(Connection {
             ending: Ending::classify(t.error, &stats),
             last: t.clone(),
@@ -210,7 +210,7 @@ mod tests {
     fn ended(old: TcpState, new: TcpState, error: Option<i32>, stats: ConnStats) -> Transition {
         Transition {
             error: error.map(|e| Errno(e as u16)),
-            ended: Some(stats),
+            ended: Some(Box::new(stats)),
             ..transition(0x1000, old, new, 5_000_000_000)
         }
     }

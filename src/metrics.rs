@@ -571,11 +571,11 @@ mod tests {
         let mut m = Metrics::new(OptIn::default());
         let last = Transition {
             error: Some(crate::event::Errno(libc::ECONNREFUSED as u16)),
-            ended: Some(crate::event::ConnStats {
+            ended: Some(Box::new(crate::event::ConnStats {
                 born_ns: Some(1_000_000),
                 retrans: 2,
                 ..Default::default()
-            }),
+            })),
             ..transition(1, TcpState::SynSent, TcpState::Close, 3_000_000)
         };
         m.connection(&Connection::from_transition(&last).unwrap());

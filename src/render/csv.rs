@@ -148,7 +148,10 @@ impl Renderer for CsvRenderer {
     }
 
     fn connection(&mut self, out: &mut Vec<u8>, connection: &Connection) {
-        let record = ConnectionRecord::new(connection, &self.clock);
+        let record = ConnectionRecord {
+            kind: None,
+            ..ConnectionRecord::new(connection, &self.clock)
+        };
         self.write(out, &record);
     }
 

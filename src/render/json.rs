@@ -6,20 +6,16 @@ use super::record::{AlertRecord, ConnectionRecord, NoticeRecord, TransitionRecor
 use super::{LostReason, Renderer};
 use crate::alerts::Alert;
 use crate::clock::Clock;
-use crate::event::{Notice, NoticeKind, Transition};
+use crate::event::{Notice, Transition};
 use crate::lifetimes::Connection;
 
+/// A lost-events report.
 #[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Line<'a> {
-    Transition(&'a TransitionRecord<'a>),
-    Retransmit(&'a NoticeRecord<'a>),
-    ResetSent(&'a NoticeRecord<'a>),
-    ResetReceived(&'a NoticeRecord<'a>),
-    Drop(&'a NoticeRecord<'a>),
-    Connection(&'a ConnectionRecord<'a>),
-    Alert(&'a AlertRecord<'a>),
-    Lost { count: u64, reason: &'static str },
+struct Lost {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    count: u64,
+    reason: &'static str,
 }
 
 pub struct JsonRenderer {
@@ -31,7 +27,9 @@ impl JsonRenderer {
         JsonRenderer { clock }
     }
 
-    fn line(out: &mut Vec<u8>, line: &Line<'_>) {
+    /// One object per line. Each record carries its own "type" as its first field: a plain
+    /// struct serializes faster than an internally tagged enum, which goes through a map.
+    fn line(out: &mut Vec<u8>, line: &impl Serialize) {
         // Serializing plain data into a Vec cannot fail.
         if serde_json::to_writer(&mut *out, line).is_ok() {
             out.push(b'\n');
@@ -43,35 +41,26 @@ impl Renderer for JsonRenderer {
     fn begin(&mut self, _out: &mut Vec<u8>) {}
 
     fn transition(&mut self, out: &mut Vec<u8>, transition: &Transition) {
-        let record = TransitionRecord::new(transition, &self.clock);
-        Self::line(out, &Line::Transition(&record));
+        Self::line(out, &TransitionRecord::new(transition, &self.clock));
     }
 
     fn notice(&mut self, out: &mut Vec<u8>, notice: &Notice, reason: Option<&str>) {
-        let record = NoticeRecord::new(notice, reason, &self.clock);
-        let line = match notice.kind {
-            NoticeKind::Retransmit => Line::Retransmit(&record),
-            NoticeKind::ResetSent => Line::ResetSent(&record),
-            NoticeKind::ResetReceived => Line::ResetReceived(&record),
-            NoticeKind::Drop(_) => Line::Drop(&record),
-        };
-        Self::line(out, &line);
+        Self::line(out, &NoticeRecord::new(notice, reason, &self.clock));
     }
 
     fn connection(&mut self, out: &mut Vec<u8>, connection: &Connection) {
-        let record = ConnectionRecord::new(connection, &self.clock);
-        Self::line(out, &Line::Connection(&record));
+        Self::line(out, &ConnectionRecord::new(connection, &self.clock));
     }
 
     fn alert(&mut self, out: &mut Vec<u8>, alert: &Alert) {
-        let record = AlertRecord::new(alert, &self.clock);
-        Self::line(out, &Line::Alert(&record));
+        Self::line(out, &AlertRecord::new(alert, &self.clock));
     }
 
     fn lost(&mut self, out: &mut Vec<u8>, count: u64, reason: LostReason) -> bool {
         Self::line(
             out,
-            &Line::Lost {
+            &Lost {
+                kind: "lost",
                 count,
                 reason: reason.key(),
             },

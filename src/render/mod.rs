@@ -167,7 +167,7 @@ pub(crate) mod fixtures {
             old: TcpState::FinWait2,
             new: TcpState::TimeWait,
             twaddr: Some(0xffff_9fd7_e819_3000),
-            ended: Some(ConnStats {
+            ended: Some(Box::new(ConnStats {
                 born_ns: Some(1_000_000_000 + 123_456_789 - 500_000_000),
                 bytes_acked: 1002,
                 bytes_received: 21,
@@ -184,7 +184,7 @@ pub(crate) mod fixtures {
                 passive: false,
                 fin_received: true,
                 fin_acked: true,
-            }),
+            })),
             ..client_established()
         };
         Connection::from_transition(&last).unwrap()

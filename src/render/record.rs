@@ -1,8 +1,9 @@
 //! The stable field set of a transition, shared by the JSON and CSV formats.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
@@ -19,8 +20,45 @@ pub struct Rfc3339Micros(pub SystemTime);
 
 impl Serialize for Rfc3339Micros {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_micros(self.0))
+        let mut text = [0u8; 27];
+        rfc3339_micros(self.0, &mut text);
+        // ASCII digits and punctuation only.
+        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
     }
+}
+
+thread_local! {
+    /// The last second formatted, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// Writes `t` as RFC 3339 with microseconds. Events come many to a second: the date and time of
+/// day are formatted (by humantime) once per second, the microseconds digit by digit.
+fn rfc3339_micros(t: SystemTime, out: &mut [u8; 27]) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let prefix = SECOND.with(|cache| {
+        let (cached, prefix) = cache.get();
+        if cached == secs {
+            return prefix;
+        }
+        let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
+        let mut prefix = [b'0'; 19];
+        let text = whole.to_string();
+        if let Some(head) = text.as_bytes().get(..19) {
+            prefix.copy_from_slice(head);
+        }
+        cache.set((secs, prefix));
+        prefix
+    });
+    out[..19].copy_from_slice(&prefix);
+    out[19] = b'.';
+    let mut micros = since.subsec_micros();
+    for digit in out[20..26].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out[26] = b'Z';
 }
 
 /// A kernel address as `0x` and lowercase hex.
@@ -35,6 +73,9 @@ impl Serialize for Hex {
 /// A transition's fields; keys and meanings never change (new keys may be added).
 #[derive(Serialize)]
 pub struct TransitionRecord<'a> {
+    /// The record's kind, first in JSON (`"type"`); None leaves the column out (CSV).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
     pub time: Rfc3339Micros,
     pub skaddr: Hex,
     pub pid: Option<u32>,
@@ -57,6 +98,7 @@ pub struct TransitionRecord<'a> {
 impl<'a> TransitionRecord<'a> {
     pub fn new(t: &'a Transition, clock: &Clock) -> TransitionRecord<'a> {
         TransitionRecord {
+            kind: Some("transition"),
             time: Rfc3339Micros(clock.wall(t.ts_ns)),
             skaddr: Hex(t.skaddr),
             pid: t.owner.map(|o| o.pid),
@@ -95,6 +137,9 @@ fn ms(ns: u64) -> f64 {
 /// A retransmit, reset or drop.
 #[derive(Serialize)]
 pub struct NoticeRecord<'a> {
+    /// The record's kind, first in JSON (`"type"`); None leaves the column out (CSV).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
     pub time: Rfc3339Micros,
     pub skaddr: Option<Hex>,
     pub pid: Option<u32>,
@@ -115,6 +160,7 @@ pub struct NoticeRecord<'a> {
 impl<'a> NoticeRecord<'a> {
     pub fn new(n: &'a Notice, reason: Option<&'a str>, clock: &Clock) -> NoticeRecord<'a> {
         NoticeRecord {
+            kind: Some(n.kind.name()),
             time: Rfc3339Micros(clock.wall(n.ts_ns)),
             skaddr: n.skaddr.map(Hex),
             pid: n.owner.map(|o| o.pid),
@@ -135,6 +181,9 @@ impl<'a> NoticeRecord<'a> {
 /// A connection that ended.
 #[derive(Serialize)]
 pub struct ConnectionRecord<'a> {
+    /// The record's kind, first in JSON (`"type"`); None leaves the column out (CSV).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
     /// When it ended.
     pub time: Rfc3339Micros,
     /// When it started (its SYN; for accepted ones, when the handshake created the socket).
@@ -176,6 +225,7 @@ impl<'a> ConnectionRecord<'a> {
     pub fn new(c: &'a Connection, clock: &Clock) -> ConnectionRecord<'a> {
         let t = &c.last;
         ConnectionRecord {
+            kind: Some("connection"),
             time: Rfc3339Micros(clock.wall(t.ts_ns)),
             start: c.stats.born_ns.map(|ns| Rfc3339Micros(clock.wall(ns))),
             skaddr: Hex(t.skaddr),
@@ -209,6 +259,9 @@ impl<'a> ConnectionRecord<'a> {
 /// A socket over its state's threshold.
 #[derive(Serialize)]
 pub struct AlertRecord<'a> {
+    /// The record's kind, first in JSON (`"type"`); None leaves the column out (CSV).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
     pub time: Rfc3339Micros,
     pub skaddr: Hex,
     pub pid: Option<u32>,
@@ -232,6 +285,7 @@ impl<'a> AlertRecord<'a> {
     pub fn new(a: &'a Alert, clock: &Clock) -> AlertRecord<'a> {
         let c = &a.conn;
         AlertRecord {
+            kind: Some("alert"),
             time: Rfc3339Micros(clock.wall(a.now_ns)),
             skaddr: Hex(c.skaddr),
             pid: c.owner.map(|o| o.pid),
@@ -248,5 +302,28 @@ impl<'a> AlertRecord<'a> {
             netns: c.netns,
             cgroup: c.cgroup.unwrap_or(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(t: SystemTime) -> String {
+        serde_json::to_string(&Rfc3339Micros(t)).unwrap()
+    }
+
+    #[test]
+    fn rfc3339_micros_matches_humantime_across_seconds() {
+        let base = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        for step_us in [0, 1, 999_999, 1_000_000, 86_400_000_000, 3] {
+            let t = base + Duration::from_micros(step_us);
+            assert_eq!(
+                text(t),
+                format!("\"{}\"", humantime::format_rfc3339_micros(t)),
+                "{step_us}"
+            );
+        }
+        assert_eq!(text(base), "\"2023-11-14T22:13:20.123456Z\"");
     }
 }

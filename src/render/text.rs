@@ -145,6 +145,16 @@ impl TextRenderer {
     }
 }
 
+/// Microseconds as milliseconds with three decimals, in integer arithmetic (float formatting
+/// costs more than the rest of a line).
+struct Millis(u64);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:03}", self.0 / 1_000, self.0 % 1_000)
+    }
+}
+
 /// A socket error as an operator says it.
 fn error_text(error: Errno) -> String {
     match i32::from(error.0) {
@@ -186,8 +196,8 @@ impl Renderer for TextRenderer {
     fn transition(&mut self, out: &mut Vec<u8>, t: &Transition) {
         self.lead(out, Lead::from(t));
         let _ = write!(out, "{:<11} -> {:<11} ", t.old, t.new);
-        let _ = match t.ms_in_old_state() {
-            Some(ms) => write!(out, "{ms:.3}"),
+        let _ = match t.micros_in_old_state() {
+            Some(us) => write!(out, "{}", Millis(us)),
             None => write!(out, "-"),
         };
         if let Some(error) = t.error {
@@ -206,7 +216,7 @@ impl Renderer for TextRenderer {
     fn connection(&mut self, out: &mut Vec<u8>, c: &Connection) {
         let t = &c.last;
         self.lead(out, Lead::from(t));
-        let rtt = format!("{:.3}", f64::from(c.stats.srtt_us) / 1_000.0);
+        let rtt = Millis(u64::from(c.stats.srtt_us)).to_string();
         let _ = write!(
             out,
             "{:<10} {:<10} {:<7} {:<7} {:<6} {:<14} ",
@@ -218,7 +228,7 @@ impl Renderer for TextRenderer {
             c.ending.name()
         );
         let _ = match c.duration_ns() {
-            Some(ns) => writeln!(out, "{:.3}", (ns / 1_000) as f64 / 1_000.0),
+            Some(ns) => writeln!(out, "{}", Millis(ns / 1_000)),
             None => writeln!(out, "-"),
         };
     }
@@ -234,10 +244,10 @@ impl Renderer for TextRenderer {
         };
         let _ = writeln!(
             out,
-            "{:<11} !! {:<11} {at_least}{:.3} (over {})",
+            "{:<11} !! {:<11} {at_least}{} (over {})",
             c.state,
             "ALERT",
-            (a.age.ns() / 1_000) as f64 / 1_000.0,
+            Millis(a.age.ns() / 1_000),
             humantime::format_duration(a.rule.after)
         );
     }
