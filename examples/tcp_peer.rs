@@ -5,6 +5,8 @@
 //!     listen, print "listening PORT"; for each connection: accept, read to EOF (or an RST:
 //!     print "reset N"), close (with --hold: never close the accepted sockets, leaving them in CLOSE_WAIT, until
 //!     stdin closes), print "closed N"; then close the listener and exit.
+//!     --reuseport: listen with SO_REUSEPORT (several servers share the port) and print
+//!     "from PEERPORT" for each connection accepted.
 //! tcp_peer client ADDR PORT [--bind-port P] [--connections N] [--pause-ms MS] [--idle | --hold]
 //!     N times: connect (from port P if given, with SO_REUSEADDR), send a line, close first
 //!     (so this side ends in TIME_WAIT), wait for the peer's FIN; print "closed LOCALPORT".
@@ -43,6 +45,7 @@ struct Options {
     chunk_pause: Duration,
     reset: bool,
     syn_retries: Option<i32>,
+    reuseport: bool,
 }
 
 fn parse(args: &[String]) -> Result<(String, Options), String> {
@@ -62,6 +65,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
         chunk_pause: Duration::ZERO,
         reset: false,
         syn_retries: None,
+        reuseport: false,
     };
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
@@ -83,6 +87,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
             "--reset" => options.reset = true,
             "--hold" => options.hold = true,
             "--idle" => options.idle = true,
+            "--reuseport" => options.reuseport = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -90,12 +95,20 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
 }
 
 fn server(o: &Options) -> io::Result<()> {
-    let listener = TcpListener::bind(SocketAddr::new(o.addr, o.port))?;
+    let listener = if o.reuseport {
+        socket2_free::reuseport_listener(SocketAddr::new(o.addr, o.port))?
+    } else {
+        TcpListener::bind(SocketAddr::new(o.addr, o.port))?
+    };
     println!("listening {}", listener.local_addr()?.port());
     io::stdout().flush()?;
     let mut held = Vec::new();
     for n in 1..=o.connections {
-        let (mut stream, _) = listener.accept()?;
+        let (mut stream, peer) = listener.accept()?;
+        if o.reuseport {
+            println!("from {}", peer.port());
+            io::stdout().flush()?;
+        }
         let mut sink = Vec::new();
         if let Err(err) = stream.read_to_end(&mut sink) {
             if err.kind() != io::ErrorKind::ConnectionReset {
@@ -235,6 +248,23 @@ mod socket2_free {
     pub fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(io::Error::from)
+    }
+
+    /// A listener on `addr` with SO_REUSEPORT, so that other processes can listen there too.
+    pub fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+        use std::os::fd::IntoRawFd;
+        let family = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let fd = tcp_socket(family)?;
+        socket::setsockopt(&fd, socket::sockopt::ReusePort, &true).map_err(io::Error::from)?;
+        bind(&fd, addr)?;
+        socket::listen(&fd, socket::Backlog::new(128).map_err(io::Error::from)?)
+            .map_err(io::Error::from)?;
+        // SAFETY: the descriptor is a listening TCP socket that we own and hand over.
+        Ok(unsafe { std::net::TcpListener::from_raw_fd(fd.into_raw_fd()) })
     }
 
     pub fn set_syn_retries(fd: &OwnedFd, retries: i32) -> io::Result<()> {

@@ -205,8 +205,9 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
         wait_for_records(&ring, timeout)?;
     }
     drop(out);
+    let verb = if config.quiet { "taken" } else { "shown" };
     let mut summary = format!(
-        "tcpstates: {shown} snapshots shown, {} sockets tracked, {}",
+        "tcpstates: {shown} snapshots {verb}, {} sockets tracked, {}",
         table.len(),
         losses.describe()
     );

@@ -303,3 +303,58 @@ fn count_and_duration_stop_the_tool() {
     assert!(timed.status.success());
     assert_eq!(timed.stdout.lines().count(), 13);
 }
+
+#[test]
+fn with_so_reuseport_each_accepted_socket_belongs_to_the_listener_that_took_it() {
+    let ns = Netns::new();
+    let tool = Tool::start(&["--netns", &ns.name, "-o", "json"]);
+    let mut servers: Vec<Peer> = (0..2)
+        .map(|_| {
+            let mut s = Peer::spawn(
+                &ns,
+                &[
+                    "server",
+                    "127.0.0.1",
+                    "7000",
+                    "--reuseport",
+                    "--connections",
+                    "20",
+                ],
+            );
+            s.expect("listening ");
+            s
+        })
+        .collect();
+    let mut client = Peer::spawn(&ns, &["client", "127.0.0.1", "7000", "--connections", "20"]);
+    for _ in 0..20 {
+        client.expect("closed ");
+    }
+    client.finish();
+    // Which server took which client port, as each server saw it.
+    let mut taken_by = std::collections::HashMap::new();
+    for server in &mut servers {
+        for line in server.lines_until_quiet(Duration::from_millis(500)) {
+            if let Some(port) = line.strip_prefix("from ") {
+                taken_by.insert(port.parse::<u64>().unwrap(), server.pid);
+            }
+        }
+    }
+    assert_eq!(taken_by.len(), 20);
+    for server in &servers {
+        assert!(
+            taken_by.values().any(|pid| *pid == server.pid),
+            "both listeners took connections (the kernel hashes them): {taken_by:?}"
+        );
+    }
+    let out = tool.stop();
+    drop(servers);
+    let accepted: Vec<Value> = transitions(&out.json())
+        .into_iter()
+        .filter(|e| e["lport"] == 7000 && e["rport"] != 0)
+        .collect();
+    assert_eq!(accepted.len(), 20 * 5, "{}", out.stdout);
+    for e in &accepted {
+        let port = e["rport"].as_u64().unwrap();
+        assert_eq!(e["pid"], u64::from(taken_by[&port]), "{e}");
+    }
+}

@@ -165,6 +165,15 @@ impl Peer {
             .to_string()
     }
 
+    /// The lines it prints until it has been quiet for `quiet`.
+    pub fn lines_until_quiet(&mut self, quiet: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(quiet) {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Closes stdin (releasing a --hold server) and waits for a clean exit.
     pub fn finish(self) {
         let status = self.exit();
