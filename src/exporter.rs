@@ -3,6 +3,7 @@
 //! reads metric handles, so a slow or stuck scraper never holds up the event loop.
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -11,9 +12,35 @@ use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::bpf;
+use crate::metrics::{Metrics, OptIn};
+
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The running endpoint; dropping it stops the server.
+/// Metrics served for the length of a run: the metrics the event loop updates, the server that
+/// reads them, and the kernel's BPF run-time statistics kept on.
+pub struct Endpoint {
+    pub metrics: Metrics,
+    _run_stats: Option<OwnedFd>,
+    _server: Exporter,
+}
+
+impl Endpoint {
+    pub fn start(listener: TcpListener, labels: OptIn) -> Result<Endpoint> {
+        let metrics = Metrics::new(labels);
+        let run_stats = bpf::enable_run_stats()
+            .map_err(|err| eprintln!("tcpstates: {err:#}; tcpstates_bpf_run_seconds stays 0"))
+            .ok();
+        let server = Exporter::start(listener, metrics.registry())?;
+        Ok(Endpoint {
+            metrics,
+            _run_stats: run_stats,
+            _server: server,
+        })
+    }
+}
+
+/// The running server; dropping it stops it.
 pub struct Exporter {
     server: Arc<Server>,
     thread: Option<JoinHandle<()>>,

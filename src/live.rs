@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::alerts::Alerts;
-use crate::bpf::{self, Parts, Tracer};
+use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::{Config, Events};
 use crate::drop_reasons::DropReasons;
 use crate::event::{Inbox, Notice, NoticeKind, Record};
-use crate::exporter::Exporter;
+use crate::exporter::{Endpoint, Exporter};
 use crate::lifetimes::Lifetimes;
 use crate::losses::Losses;
 use crate::metrics::Metrics;
@@ -89,28 +89,13 @@ pub fn run(config: &Config) -> Result<Outcome> {
         seeded.seed(tracer.dump_sockets(netns_file.as_ref())?);
         table = Some(seeded);
     }
-    let mut metrics = listener
-        .is_some()
-        .then(|| Metrics::new(config.metric_labels));
-    // Kept open for the run: the kernel counts BPF run time while it is.
-    let _run_stats = match &metrics {
-        Some(_) => match bpf::enable_run_stats() {
-            Ok(fd) => Some(fd),
-            Err(err) => {
-                eprintln!("tcpstates: {err:#}; tcpstates_bpf_run_seconds stays 0");
-                None
-            }
-        },
-        None => None,
-    };
-    let _exporter = match (listener, &metrics) {
-        (Some(listener), Some(m)) => Some(Exporter::start(listener, m.registry())?),
-        _ => None,
-    };
+    let mut endpoint = listener
+        .map(|l| Endpoint::start(l, config.metric_labels))
+        .transpose()?;
 
     let mut stream = Stream {
         renderer: render::for_config(config, clock),
-        lifetimes: (config.lifetimes || metrics.is_some()).then(Lifetimes::default),
+        lifetimes: (config.lifetimes || endpoint.is_some()).then(Lifetimes::default),
         show_connections: config.lifetimes,
         events: config.events,
         owner_filtered: config.filters.pid.is_some()
@@ -163,7 +148,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
             let done = stream.records(
                 &mut inbox.take(),
                 table.as_mut(),
-                metrics.as_mut(),
+                endpoint.as_mut().map(|e| &mut e.metrics),
                 &mut buf,
             );
             write_out(&mut out, &mut buf)?;
@@ -171,8 +156,9 @@ pub fn run(config: &Config) -> Result<Outcome> {
                 break done;
             }
         };
-        done = stream.connections(Instant::now(), stopping, metrics.as_mut(), &mut buf) || done;
-        if let (Some(m), Some(table)) = (&mut metrics, &table) {
+        let metrics = endpoint.as_mut().map(|e| &mut e.metrics);
+        done = stream.connections(Instant::now(), stopping, metrics, &mut buf) || done;
+        if let (Some(Endpoint { metrics: m, .. }), Some(table)) = (&mut endpoint, &table) {
             if metrics_refreshed.elapsed() >= METRICS_REFRESH {
                 metrics_refreshed = Instant::now();
                 m.refresh(table, Clock::boot_now_ns());
@@ -193,8 +179,8 @@ pub fn run(config: &Config) -> Result<Outcome> {
                 if new == 0 {
                     continue;
                 }
-                if let Some(m) = &mut metrics {
-                    m.lost(new, reason);
+                if let Some(e) = &mut endpoint {
+                    e.metrics.lost(new, reason);
                 }
                 if !stream.renderer.lost(&mut buf, new, reason) {
                     eprintln!("tcpstates: lost {new} events ({})", reason.describe());

@@ -13,16 +13,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::alerts::Alerts;
-use crate::bpf::{self, Parts, Tracer};
+use crate::bpf::{Parts, Tracer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::Events;
 use crate::event::{Inbox, Record};
-use crate::exporter::Exporter;
+use crate::exporter::{Endpoint, Exporter};
 use crate::lifetimes::{Ending, Lifetimes};
 use crate::live::{wait_for_records, write_out, Outcome, METRICS_REFRESH, POLL_INTERVAL};
 use crate::losses::Losses;
-use crate::metrics::Metrics;
 use crate::render::snapshot::{SnapshotCsv, SnapshotJson, SnapshotRenderer, SnapshotText};
 use crate::report::Report;
 use crate::table::ConnTable;
@@ -84,20 +83,10 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     // Read after the hooks are attached, so no socket falls between the two.
     table.seed(tracer.dump_sockets(netns_file.as_ref())?);
 
-    let mut metrics = listener
-        .is_some()
-        .then(|| Metrics::new(config.metric_labels));
-    // Kept open for the run: the kernel counts BPF run time while it is.
-    let _run_stats = match &metrics {
-        Some(_) => bpf::enable_run_stats()
-            .map_err(|err| eprintln!("tcpstates: {err:#}; tcpstates_bpf_run_seconds stays 0"))
-            .ok(),
-        None => None,
-    };
-    let _exporter = match (listener, &metrics) {
-        (Some(listener), Some(m)) => Some(Exporter::start(listener, m.registry())?),
-        _ => None,
-    };
+    let mut endpoint = listener
+        .map(|l| Endpoint::start(l, config.metric_labels))
+        .transpose()?;
+    let mut metrics = endpoint.as_mut().map(|e| &mut e.metrics);
     let mut metrics_refreshed = Instant::now() - METRICS_REFRESH;
     let mut renderer = renderer(config.output, summary, info, clock);
     let mut lifetimes = Lifetimes::default();
