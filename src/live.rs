@@ -98,9 +98,6 @@ pub fn run(config: &Config) -> Result<Outcome> {
         lifetimes: (config.lifetimes || endpoint.is_some()).then(Lifetimes::default),
         show_connections: config.lifetimes,
         events: config.events,
-        owner_filtered: config.filters.pid.is_some()
-            || config.filters.comm.is_some()
-            || config.filters.cgroup.is_some(),
         drop_reasons: config.events.drop.then(DropReasons::from_kernel),
         count: config.count,
         shown: 0,
@@ -224,8 +221,6 @@ struct Stream {
     /// Connections are the rows (--lifetimes), not transitions.
     show_connections: bool,
     events: Events,
-    /// A pid, comm or cgroup filter is on: events of unknown owners are not shown.
-    owner_filtered: bool,
     drop_reasons: Option<DropReasons>,
     count: Option<u64>,
     shown: u64,
@@ -278,7 +273,8 @@ impl Stream {
             NoticeKind::ResetSent | NoticeKind::ResetReceived => self.events.reset,
             NoticeKind::Drop(_) => self.events.drop,
         };
-        if !wanted || (self.owner_filtered && n.owner.is_none()) || self.full() {
+        // Owner filters were applied in the kernel, as for transitions.
+        if !wanted || self.full() {
             return;
         }
         let reason = match (n.kind, &mut self.drop_reasons) {
