@@ -1,6 +1,7 @@
 //! The BPF side from user space: configure, load and attach the program, read its ring buffer
 //! and its loss counters.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
@@ -14,7 +15,7 @@ use libbpf_rs::{MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBuffe
 use nix::sched::{setns, CloneFlags};
 
 use crate::config::{Events, Filters};
-use crate::event::{self, Socket, SOCKET_RECORD_SIZE};
+use crate::event::{self, Owner, Socket, OWNER_RECORD_SIZE, SOCKET_RECORD_SIZE};
 use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 
 /// Indexes of the `lost` map (as in the BPF program).
@@ -96,6 +97,10 @@ pub struct Tracer<'obj> {
     parts: Parts,
     /// The optional hooks' links: dropping one detaches it.
     _extra_links: Vec<libbpf_rs::Link>,
+    /// Without hooks (a one-shot snapshot): the owners of existing sockets, by socket, and the
+    /// owner filters to apply to them here rather than in the kernel.
+    owners: HashMap<u64, Owner>,
+    owner_filters: (Option<u32>, Option<Vec<u8>>),
 }
 
 impl<'obj> Tracer<'obj> {
@@ -141,6 +146,9 @@ impl<'obj> Tracer<'obj> {
         // Wake the reader early only when the ring is an eighth full; otherwise it polls on a timer.
         rodata.wakeup_bytes = u64::from(ring_size / 8);
         rodata.with_stats = parts.stats;
+        // Without hooks nothing needs the owners in the kernel later: read them out instead of
+        // creating storage in every socket.
+        rodata.owners_as_records = !parts.hooks;
         rodata.final_only = parts.final_only;
         rodata.notice_kinds = [
             (parts.events.retransmit, EVENT_RETRANSMIT),
@@ -252,10 +260,12 @@ impl<'obj> Tracer<'obj> {
             }
             extra_links = links;
         }
-        let tracer = Tracer {
+        let mut tracer = Tracer {
             skel,
             parts,
             _extra_links: extra_links,
+            owners: HashMap::new(),
+            owner_filters: (filters.pid, filters.comm.clone()),
         };
         tracer.seed_owners()?;
         Ok(tracer)
@@ -263,7 +273,7 @@ impl<'obj> Tracer<'obj> {
 
     /// Learns the owners of sockets that existed before the hooks were attached. Runs after
     /// attaching, so that no socket opened in between is missed.
-    fn seed_owners(&self) -> Result<()> {
+    fn seed_owners(&mut self) -> Result<()> {
         let link = self.skel.progs.seed_owners.attach().map_err(|err| {
             anyhow!(
                 "starting the BPF task_file iterator failed: {err}{}",
@@ -272,9 +282,16 @@ impl<'obj> Tracer<'obj> {
         })?;
         let mut iter =
             libbpf_rs::Iter::new(&link).context("starting the BPF task_file iterator")?;
-        let mut sink = Vec::new();
-        iter.read_to_end(&mut sink)
+        let mut records = Vec::new();
+        iter.read_to_end(&mut records)
             .context("reading the owners of existing sockets")?;
+        // Records only without hooks; a socket several processes hold goes to the first found.
+        for (skaddr, owner) in records
+            .chunks_exact(OWNER_RECORD_SIZE)
+            .filter_map(event::decode_owner)
+        {
+            self.owners.entry(skaddr).or_insert(owner);
+        }
         Ok(())
     }
 
@@ -306,10 +323,26 @@ impl<'obj> Tracer<'obj> {
         let mut bytes = Vec::new();
         iter.read_to_end(&mut bytes)
             .context("reading the sockets from the BPF tcp iterator")?;
-        bytes
+        let mut sockets = bytes
             .chunks_exact(SOCKET_RECORD_SIZE)
             .map(event::decode_socket)
-            .collect()
+            .collect::<Result<Vec<Socket>>>()?;
+        if !self.parts.hooks {
+            for socket in &mut sockets {
+                // A TIME_WAIT socket has no file, so no owner of its own.
+                if socket.owner.is_none() && socket.twaddr.is_none() {
+                    socket.owner = self.owners.get(&socket.skaddr).copied();
+                }
+            }
+            let (pid, comm) = &self.owner_filters;
+            sockets.retain(|s| {
+                pid.is_none_or(|p| s.owner.is_some_and(|o| o.pid == p))
+                    && comm
+                        .as_deref()
+                        .is_none_or(|c| s.owner.is_some_and(|o| o.comm.as_bytes() == c))
+            });
+        }
+        Ok(sockets)
     }
 
     /// A ring buffer reader that hands every record to `callback`.

@@ -29,6 +29,11 @@ unsafe impl plain::Plain for types::event {}
 unsafe impl plain::Plain for types::socket_record {}
 // SAFETY: as for `event`: integers only.
 unsafe impl plain::Plain for types::conn_stats {}
+// SAFETY: as for `event`: integers and a byte array only.
+unsafe impl plain::Plain for types::owner_record {}
+
+/// Size of one record of the task_file program (one-shot snapshots).
+pub const OWNER_RECORD_SIZE: usize = std::mem::size_of::<types::owner_record>();
 
 const EVENT_SIZE: usize = std::mem::size_of::<types::event>();
 
@@ -241,6 +246,19 @@ pub struct SocketInfo {
     pub unacked: u32,
     /// Bytes sent and not acknowledged yet.
     pub bytes_in_flight: u32,
+}
+
+/// Decodes one owner record: the socket and the process holding it.
+pub fn decode_owner(data: &[u8]) -> Option<(u64, Owner)> {
+    let mut raw = types::owner_record::default();
+    plain::copy_from_bytes(&mut raw, data).ok()?;
+    Some((
+        raw.skaddr,
+        Owner {
+            pid: raw.pid,
+            comm: Comm::new(&raw.comm.map(|c| c as u8)),
+        },
+    ))
 }
 
 /// Decodes one iter/tcp record.

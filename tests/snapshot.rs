@@ -420,3 +420,53 @@ fn snapshots_count_how_connections_ended() {
     .collect();
     assert_eq!(ended, expected, "{}", out.stdout);
 }
+
+#[test]
+fn owner_filters_apply_to_a_one_shot_snapshot() {
+    let ns = Netns::new();
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "7000", "--hold"]);
+    server.expect("listening ");
+    let mut client = Peer::spawn(&ns, &["client", "127.0.0.1", "7000", "--hold"]);
+    client.expect("holding ");
+    server.expect("holding 1");
+    let shot = |extra: &[&str]| {
+        let base = [
+            "--netns",
+            &ns.name,
+            "--snapshot",
+            "1s",
+            "--count",
+            "1",
+            "-o",
+            "json",
+        ];
+        let snaps = one_snapshot(&[&base[..], extra].concat());
+        let conns = snaps[0]["connections"].as_array().unwrap().clone();
+        conns
+            .iter()
+            .map(|c| (c["state"].as_str().unwrap().to_string(), c["pid"].as_u64()))
+            .collect::<Vec<_>>()
+    };
+    let server_pid = Some(u64::from(server.pid));
+    let client_pid = Some(u64::from(client.pid));
+    assert_eq!(
+        shot(&["-p", &server.pid.to_string()]),
+        [("CLOSE_WAIT".to_string(), server_pid)]
+    );
+    assert_eq!(
+        shot(&["-p", &client.pid.to_string()]),
+        [("FIN_WAIT2".to_string(), client_pid)]
+    );
+    let mut both = shot(&["-c", "tcp_peer"]);
+    both.sort();
+    assert_eq!(
+        both,
+        [
+            ("CLOSE_WAIT".to_string(), server_pid),
+            ("FIN_WAIT2".to_string(), client_pid)
+        ]
+    );
+    assert!(shot(&["-c", "nobody"]).is_empty());
+    client.finish();
+    server.finish();
+}

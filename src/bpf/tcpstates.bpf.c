@@ -26,6 +26,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 struct event event_layout = {};
 struct socket_record socket_record_layout = {};
 struct event_with_stats event_with_stats_layout = {};
+struct owner_record owner_record_layout = {};
 
 /* Filters, set by user space before load; zero means off. */
 const volatile __u16 filter_family = 0;
@@ -45,6 +46,12 @@ const volatile bool with_stats = false;
 const volatile bool final_only = false;
 /* Kinds other than transitions to stream: bit (1 << EVENT_*). */
 const volatile __u32 notice_kinds = 0;
+/*
+ * One-shot snapshots: no hook will need the owners later, so seed_owners writes them out as
+ * records instead of into socket storage, and dump_sockets leaves the pid and comm filters,
+ * which need the owner, to user space.
+ */
+const volatile bool owners_as_records = false;
 
 /*
  * Learned from the first TIME_WAIT takeover: the timewait timer's handler and slab cache.
@@ -160,22 +167,22 @@ static __always_inline bool comm_matches(const char *comm)
 	return true;
 }
 
-static __always_inline bool owner_wanted(const struct sock_info *info)
+static __always_inline bool owner_wanted(const struct sock_info *info, bool owner_known_here)
 {
 	bool known = info->flags & EVENT_F_OWNER_KNOWN;
 
-	if (filter_pid && (!known || info->pid != filter_pid))
+	if (owner_known_here && filter_pid && (!known || info->pid != filter_pid))
 		return false;
-	if (filter_comm_on && (!known || !comm_matches(info->comm)))
+	if (owner_known_here && filter_comm_on && (!known || !comm_matches(info->comm)))
 		return false;
 	if (filter_cgroup && !(info->flags & SOCK_F_CGROUP_MATCH))
 		return false;
 	return true;
 }
 
-/* The filters that do not depend on the state. */
-static __always_inline bool socket_wanted(__u16 family, __u16 lport, __u16 rport, __u32 netns,
-					  const struct sock_info *info)
+/* The filters that do not depend on the state; the owner's only where it is known here. */
+static __always_inline bool socket_wanted_as(__u16 family, __u16 lport, __u16 rport, __u32 netns,
+					     const struct sock_info *info, bool owner_known_here)
 {
 	if (filter_family && family != filter_family)
 		return false;
@@ -185,7 +192,14 @@ static __always_inline bool socket_wanted(__u16 family, __u16 lport, __u16 rport
 		return false;
 	if (filter_rports && !bpf_map_lookup_elem(&rports, &rport))
 		return false;
-	return owner_wanted(info);
+	return owner_wanted(info, owner_known_here);
+}
+
+/* The filters that do not depend on the state. */
+static __always_inline bool socket_wanted(__u16 family, __u16 lport, __u16 rport, __u32 netns,
+					  const struct sock_info *info)
+{
+	return socket_wanted_as(family, lport, rport, netns, info, true);
 }
 
 /* Both addresses of a full or timewait socket, into 16-byte buffers zeroed past their length. */
@@ -853,6 +867,15 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 
 	skaddr = (__u64)sk;
+	if (owners_as_records) {
+		struct owner_record r = {};
+
+		r.skaddr = skaddr;
+		r.pid = task->tgid;
+		__builtin_memcpy(r.comm, task->comm, TASK_COMM_LEN);
+		bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+		return 0;
+	}
 	info = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!info || (info->skaddr == skaddr && (info->flags & EVENT_F_OWNER_KNOWN)))
 		return 0;
@@ -929,7 +952,7 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 			set_cgroup(&fresh, (struct sock *)tp);
 	}
 	r.sport = bpf_ntohs(sport);
-	if (!socket_wanted(r.family, r.sport, r.dport, r.netns, info))
+	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, !owners_as_records))
 		return 0;
 	r.since_ns = info->ts_ns;
 	r.cgroup = info->cgroup;

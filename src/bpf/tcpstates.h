@@ -72,6 +72,14 @@ struct event_with_stats {
 	struct conn_stats stats;
 };
 
+/* A process holding a socket open, as the iter/task_file program finds it (one-shot snapshots). */
+struct owner_record {
+	__u64 skaddr;
+	__u32 pid;
+	__u32 pad;
+	char comm[TASK_COMM_LEN];
+};
+
 /* One existing socket as the iter/tcp program finds it. */
 struct socket_record {
 	__u64 read_ns;  /* CLOCK_BOOTTIME when it was read */
