@@ -470,12 +470,15 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	int reported;
 	struct sock_info fresh = {};
 	struct sock_info *info;
+	struct tcp_sock *tp;
 	__be16 sport;
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
 	now = bpf_ktime_get_boot_ns();
-	sport = BPF_CORE_READ((struct inet_sock *)sk, inet_sport);
+	/* A typed load through the tcp_sock: cheaper than a probe read on every transition. */
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	sport = tp ? ((struct inet_sock *)tp)->inet_sport : 0;
 	info = bpf_sk_storage_get(&socks, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!info)
 		info = &fresh; /* no memory: report what can be, remember nothing */
