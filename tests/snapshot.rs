@@ -49,6 +49,21 @@ fn connections<'a>(snapshot: &'a Value, state: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// One snapshot of `ns` as JSON, with `extra` options.
+fn one_shot_json(ns: &Netns, extra: &[&str]) -> Vec<Value> {
+    let base = [
+        "--netns",
+        &ns.name,
+        "--snapshot",
+        "1s",
+        "--count",
+        "1",
+        "-o",
+        "json",
+    ];
+    one_snapshot(&[&base[..], extra].concat())
+}
+
 fn one_snapshot(args: &[&str]) -> Vec<Value> {
     let out = Tool::start(args).wait();
     assert!(out.status.success(), "{}", out.stderr);
@@ -95,16 +110,7 @@ fn existing_sockets_appear_with_owners_and_counts_agree_with_ss() {
     thread::sleep(Duration::from_millis(1500));
 
     let before = ss_counts(&ns);
-    let lines = one_snapshot(&[
-        "--netns",
-        &ns.name,
-        "--snapshot",
-        "1s",
-        "--count",
-        "1",
-        "-o",
-        "json",
-    ]);
+    let lines = one_shot_json(&ns, &[]);
     let after = ss_counts(&ns);
     assert_eq!(before, after, "the namespace was not quiet");
     assert_eq!(lines.len(), 1);
@@ -430,17 +436,7 @@ fn owner_filters_apply_to_a_one_shot_snapshot() {
     client.expect("holding ");
     server.expect("holding 1");
     let shot = |extra: &[&str]| {
-        let base = [
-            "--netns",
-            &ns.name,
-            "--snapshot",
-            "1s",
-            "--count",
-            "1",
-            "-o",
-            "json",
-        ];
-        let snaps = one_snapshot(&[&base[..], extra].concat());
+        let snaps = one_shot_json(&ns, extra);
         let conns = snaps[0]["connections"].as_array().unwrap().clone();
         conns
             .iter()
