@@ -91,6 +91,28 @@ pub struct Parts {
     pub events: Events,
 }
 
+/// The optional hooks a run loads; decided here only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OptionalHooks {
+    /// Sent resets also tell how connections ended.
+    send_reset: bool,
+    receive_reset: bool,
+    retransmit: bool,
+    drop: bool,
+}
+
+impl Parts {
+    fn optional_hooks(self) -> OptionalHooks {
+        let events = self.events;
+        OptionalHooks {
+            send_reset: self.hooks && (events.reset || self.stats),
+            receive_reset: self.hooks && events.reset,
+            retransmit: self.hooks && events.retransmit,
+            drop: self.hooks && events.drop,
+        }
+    }
+}
+
 /// The loaded and attached program.
 pub struct Tracer<'obj> {
     skel: TcpstatesSkel<'obj>,
@@ -181,18 +203,13 @@ impl<'obj> Tracer<'obj> {
         open.progs.on_timer_start.set_autoload(parts.hooks);
         open.progs.on_cache_free.set_autoload(parts.hooks);
         open.progs.dump_sockets.set_autoload(parts.socket_list);
-        let events = parts.events;
-        // Sent resets also tell how connections ended.
-        open.progs
-            .on_send_reset
-            .set_autoload(parts.hooks && (events.reset || parts.stats));
+        let optional = parts.optional_hooks();
+        open.progs.on_send_reset.set_autoload(optional.send_reset);
         open.progs
             .on_receive_reset
-            .set_autoload(parts.hooks && events.reset);
-        open.progs
-            .on_retransmit
-            .set_autoload(parts.hooks && events.retransmit);
-        open.progs.on_drop.set_autoload(parts.hooks && events.drop);
+            .set_autoload(optional.receive_reset);
+        open.progs.on_retransmit.set_autoload(optional.retransmit);
+        open.progs.on_drop.set_autoload(optional.drop);
 
         let mut skel = open.load().map_err(|err| {
             anyhow!(
@@ -239,18 +256,18 @@ impl<'obj> Tracer<'obj> {
             skel.links.on_cache_free = Some(cache_free);
             let progs = &skel.progs;
             let wanted = [
+                (optional.send_reset, &progs.on_send_reset, "tcp_send_reset"),
                 (
-                    events.reset || parts.stats,
-                    &progs.on_send_reset,
-                    "tcp_send_reset",
+                    optional.receive_reset,
+                    &progs.on_receive_reset,
+                    "tcp_receive_reset",
                 ),
-                (events.reset, &progs.on_receive_reset, "tcp_receive_reset"),
                 (
-                    events.retransmit,
+                    optional.retransmit,
                     &progs.on_retransmit,
                     "tcp_retransmit_skb",
                 ),
-                (events.drop, &progs.on_drop, "kfree_skb"),
+                (optional.drop, &progs.on_drop, "kfree_skb"),
             ];
             let mut links = Vec::new();
             for (on, prog, hook) in wanted {
@@ -417,7 +434,7 @@ impl Tracer<'_> {
     /// The programs loaded for this run, by name.
     fn loaded_programs(&self) -> Vec<(&'static str, std::os::fd::BorrowedFd<'_>)> {
         let p = &self.skel.progs;
-        let (parts, events) = (self.parts, self.parts.events);
+        let (parts, optional) = (self.parts, self.parts.optional_hooks());
         [
             (parts.hooks, "on_set_state", p.on_set_state.as_fd()),
             (
@@ -428,21 +445,21 @@ impl Tracer<'_> {
             (parts.hooks, "on_timer_start", p.on_timer_start.as_fd()),
             (parts.hooks, "on_cache_free", p.on_cache_free.as_fd()),
             (
-                parts.hooks && (events.reset || parts.stats),
+                optional.send_reset,
                 "on_send_reset",
                 p.on_send_reset.as_fd(),
             ),
             (
-                parts.hooks && events.reset,
+                optional.receive_reset,
                 "on_receive_reset",
                 p.on_receive_reset.as_fd(),
             ),
             (
-                parts.hooks && events.retransmit,
+                optional.retransmit,
                 "on_retransmit",
                 p.on_retransmit.as_fd(),
             ),
-            (parts.hooks && events.drop, "on_drop", p.on_drop.as_fd()),
+            (optional.drop, "on_drop", p.on_drop.as_fd()),
         ]
         .into_iter()
         .filter(|(loaded, ..)| *loaded)
