@@ -6,14 +6,17 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::bpf;
+use crate::bpf::{self, Tracer};
+use crate::clock::Clock;
 use crate::metrics::{Metrics, OptIn};
+use crate::table::ConnTable;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -21,9 +24,14 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// reads them, and the kernel's BPF run-time statistics kept on.
 pub struct Endpoint {
     pub metrics: Metrics,
+    /// When the gauges were last brought up to date.
+    refreshed: Option<Instant>,
     _run_stats: Option<OwnedFd>,
     _server: Exporter,
 }
+
+/// How often gauges (connections by state, CLOSE_WAIT owners, BPF costs) are brought up to date.
+const REFRESH: Duration = Duration::from_secs(1);
 
 impl Endpoint {
     pub fn start(listener: TcpListener, labels: OptIn) -> Result<Endpoint> {
@@ -34,9 +42,22 @@ impl Endpoint {
         let server = Exporter::start(listener, metrics.registry())?;
         Ok(Endpoint {
             metrics,
+            refreshed: None,
             _run_stats: run_stats,
             _server: server,
         })
+    }
+}
+
+impl Endpoint {
+    /// Sets the gauges from `table` and the programs' costs, at most once per REFRESH.
+    pub fn refresh_if_due(&mut self, table: &ConnTable, tracer: &Tracer<'_>) {
+        if self.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {
+            return;
+        }
+        self.refreshed = Some(Instant::now());
+        self.metrics.refresh(table, Clock::boot_now_ns());
+        self.metrics.bpf_programs(&tracer.program_stats());
     }
 }
 

@@ -29,8 +29,6 @@ pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
 const CHUNK: usize = 1024;
 /// How often the kernel's loss counters are read (and new losses reported).
 const LOSS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// How often gauges (connections by state, CLOSE_WAIT owners, BPF costs) are brought up to date.
-pub(crate) const METRICS_REFRESH: Duration = Duration::from_secs(1);
 
 /// What a run found; the exit status depends on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,7 +121,6 @@ pub fn run(config: &Config) -> Result<Outcome> {
     let mut losses_checked = Instant::now();
     let alert_interval = alerts.check_interval();
     let mut alerts_checked = Instant::now() - alert_interval;
-    let mut metrics_refreshed = Instant::now() - METRICS_REFRESH;
     loop {
         let now = Instant::now();
         let mut timeout = deadline.map_or(POLL_INTERVAL, |d| {
@@ -155,12 +152,8 @@ pub fn run(config: &Config) -> Result<Outcome> {
         };
         let metrics = endpoint.as_mut().map(|e| &mut e.metrics);
         done = stream.connections(Instant::now(), stopping, metrics, &mut buf) || done;
-        if let (Some(Endpoint { metrics: m, .. }), Some(table)) = (&mut endpoint, &table) {
-            if metrics_refreshed.elapsed() >= METRICS_REFRESH {
-                metrics_refreshed = Instant::now();
-                m.refresh(table, Clock::boot_now_ns());
-                m.bpf_programs(&tracer.program_stats());
-            }
+        if let (Some(e), Some(table)) = (&mut endpoint, &table) {
+            e.refresh_if_due(table, &tracer);
         }
         if let Some(table) = table.as_ref().filter(|_| !alerts.is_empty()) {
             if alerts_checked.elapsed() >= alert_interval || stopping {

@@ -20,7 +20,7 @@ use crate::config::Events;
 use crate::event::{Inbox, Record};
 use crate::exporter::{Endpoint, Exporter};
 use crate::lifetimes::{Ending, Lifetimes};
-use crate::live::{wait_for_records, write_out, Outcome, METRICS_REFRESH, POLL_INTERVAL};
+use crate::live::{wait_for_records, write_out, Outcome, POLL_INTERVAL};
 use crate::losses::Losses;
 use crate::render::snapshot::{SnapshotCsv, SnapshotJson, SnapshotRenderer, SnapshotText};
 use crate::report::Report;
@@ -86,8 +86,6 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     let mut endpoint = listener
         .map(|l| Endpoint::start(l, config.metric_labels))
         .transpose()?;
-    let mut metrics = endpoint.as_mut().map(|e| &mut e.metrics);
-    let mut metrics_refreshed = Instant::now() - METRICS_REFRESH;
     let mut renderer = renderer(config.output, summary, info, clock);
     let mut lifetimes = Lifetimes::default();
     let mut ended = [0; Ending::NAMES.len()];
@@ -108,8 +106,8 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
                 Record::Transition(t) => {
                     table.apply(&t);
                     lifetimes.transition(&t, now);
-                    if let Some(m) = &mut metrics {
-                        m.transition(&t);
+                    if let Some(e) = &mut endpoint {
+                        e.metrics.transition(&t);
                     }
                 }
                 Record::Notice(n) => {
@@ -120,22 +118,18 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
         let stopping = signals::stop_requested() || deadline.is_some_and(|d| now >= d);
         for connection in lifetimes.ready(now, false) {
             ended[connection.ending.index()] += 1;
-            if let Some(m) = &mut metrics {
-                m.connection(&connection);
+            if let Some(e) = &mut endpoint {
+                e.metrics.connection(&connection);
             }
         }
-        if let Some(m) = &mut metrics {
-            if metrics_refreshed.elapsed() >= METRICS_REFRESH {
-                metrics_refreshed = Instant::now();
-                m.refresh(&table, Clock::boot_now_ns());
-                m.bpf_programs(&tracer.program_stats());
-            }
+        if let Some(e) = &mut endpoint {
+            e.refresh_if_due(&table, &tracer);
         }
         if now >= next || stopping {
             for (n, reason) in losses.update(&tracer)? {
                 lost_in_interval += n;
-                if let (Some(m), true) = (&mut metrics, n > 0) {
-                    m.lost(n, reason);
+                if let (Some(e), true) = (&mut endpoint, n > 0) {
+                    e.metrics.lost(n, reason);
                 }
             }
         }
@@ -183,11 +177,8 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
         if stopping {
             break;
         }
+        // At most POLL_INTERVAL: metrics refresh on time too.
         let mut timeout = next.saturating_duration_since(now).min(POLL_INTERVAL);
-        if metrics.is_some() {
-            timeout =
-                timeout.min((metrics_refreshed + METRICS_REFRESH).saturating_duration_since(now));
-        }
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(now));
         }
