@@ -241,22 +241,19 @@ static __always_inline void count(__u32 what)
 }
 
 /*
- * The figures of a connection that ends now, leaving oldstate; sk is a typed full socket.
+ * The figures of a connection that ends now, leaving oldstate; tp is its typed socket.
  * The FIN flags let user space count payload bytes only.
  */
-static __always_inline void fill_stats(struct conn_stats *s, const struct sock *sk, int oldstate,
-				       const struct sock_info *info)
+static __always_inline void fill_stats(struct conn_stats *s, const struct tcp_sock *tp,
+				       int oldstate, const struct sock_info *info)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	__u32 min_rtt;
 
 	__builtin_memset(s, 0, sizeof(*s));
 	s->born_ns = info->born_ns;
 	s->flags = (info->flags >> SOCK_F_CONN_SHIFT) & 0xf;
-	if (sk->__sk_common.skc_flags & (1UL << SOCK_DONE))
+	if (((const struct sock *)tp)->__sk_common.skc_flags & (1UL << SOCK_DONE))
 		s->flags |= CONN_F_FIN_RECEIVED;
-	if (!tp)
-		return;
 	/* A FIN was sent in these states; all queued, FIN included, acked when snd_una caught up. */
 	if ((oldstate == TCP_FIN_WAIT1 || oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING ||
 	     oldstate == TCP_LAST_ACK) &&
@@ -312,11 +309,11 @@ static __always_inline struct event *reserve(void)
 /*
  * Filter, then write one transition to the ring buffer. skc is a full socket given to a hook
  * (typed: `typed` true, read directly) or a timewait socket (read with probe helpers). ended is
- * the full socket when this transition ends its connection, else NULL.
+ * the tcp_sock when this transition ends its connection, else NULL.
  */
 static __always_inline void emit(const struct sock_common *skc, bool typed, __be16 sport,
 				 __u64 skaddr, __u64 twaddr, int oldstate, int newstate, __u64 prev_ts,
-				 __u64 now, const struct sock_info *info, const struct sock *ended)
+				 __u64 now, const struct sock_info *info, const struct tcp_sock *ended)
 {
 	__u16 lport = bpf_ntohs(sport);
 	__u16 family, rport;
@@ -361,7 +358,7 @@ static __always_inline void emit(const struct sock_common *skc, bool typed, __be
 	e->newstate = newstate;
 	e->flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
 	e->kind = EVENT_TRANSITION;
-	e->error = ended ? ended->sk_err : 0;
+	e->error = ended ? ((const struct sock *)ended)->sk_err : 0;
 	e->detail = 0;
 	if (with_stats) {
 		struct conn_stats *stats = &((struct event_with_stats *)e)->stats;
@@ -535,7 +532,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	/* The storage stays until the kernel frees the socket: an RST sent after the close still
 	 * finds its owner there. */
 	emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, reported, prev_ts, now, info,
-	     newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? sk : NULL);
+	     newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? tp : NULL);
 }
 
 SEC("tp_btf/inet_sock_set_state")
