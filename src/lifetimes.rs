@@ -31,15 +31,11 @@ pub enum Ending {
 }
 
 impl Ending {
+    /// Its name; for another error, the errno's (NAMES counts those under "error").
     pub fn name(self) -> String {
         match self {
-            Ending::Fin => "fin".into(),
-            Ending::ResetSent => "reset_sent".into(),
-            Ending::ResetReceived => "reset_received".into(),
-            Ending::Refused => "refused".into(),
-            Ending::Timeout => "timeout".into(),
-            Ending::Aborted => "aborted".into(),
             Ending::Error(e) => e.name(),
+            other => Ending::NAMES[other.index()].to_string(),
         }
     }
 
