@@ -230,6 +230,8 @@ impl<'obj> Tracer<'obj> {
 
         let mut extra_links = Vec::new();
         if parts.hooks {
+            // First: the kernel runs a tracepoint's programs in the order they were attached,
+            // and on_set_state_nested must come after on_set_state on every change.
             let set_state = skel
                 .progs
                 .on_set_state
@@ -396,8 +398,8 @@ impl<'obj> Tracer<'obj> {
     }
 
     /// Runs the kernel skipped because the program was already running on that CPU. Every state
-    /// change runs on_set_state or is skipped by it; on_set_state_nested takes the skipped ones
-    /// while on_set_state is mid-run, so the rest are the loss. (When on_set_state_nested is the
+    /// change runs on_set_state or is skipped by it; on_set_state_nested takes the ones
+    /// on_set_state did not start on, so the rest are the loss. (When on_set_state_nested is the
     /// one skipped, on_set_state ran for that change: no loss.)
     pub fn recursion_misses(&self) -> Result<RecursionMisses> {
         if !self.parts.hooks {

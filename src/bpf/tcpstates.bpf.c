@@ -141,13 +141,26 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-/* Per CPU: 1 while on_set_state runs. */
+/* One load the compiler may not merge or reorder with the other such loads. */
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
+
+/* A state change, as on_set_state_nested recognises it. */
+struct change {
+	__u64 sk;
+	__u64 states; /* oldstate << 8 | newstate */
+};
+
+/* Per CPU: the last two changes on_set_state started on, newest in [1]. */
+struct recent_changes {
+	struct change taken[2];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} set_state_running SEC(".maps");
+	__type(value, struct recent_changes);
+} set_state_taken SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -274,19 +287,30 @@ static __always_inline void fill_stats(struct conn_stats *s, const struct tcp_so
 /* Bytes a record takes in the ring: its header (8) and its size, rounded up to 8. */
 #define RECORD_BYTES ((with_stats ? sizeof(struct event_with_stats) : sizeof(struct event)) + 8)
 
+/* When submit() last woke the reader for a record that found the ring empty. */
+__u64 prompt_wakeup_ns = 0;
+#define PROMPT_WAKEUP_GAP_NS 50000000
+
 /*
- * Wake the reader only when the unread data crosses wakeup_bytes: once per fill, not for every
- * record past it (each wakeup is a self-IPI, a VM exit under virtualisation). A crossing missed
- * in a race between CPUs costs nothing but latency: the reader also polls every 10 ms.
+ * Each wakeup is a self-IPI (a VM exit under virtualisation), so the reader is woken only
+ *  - when the unread data crosses wakeup_bytes: once per fill, not for every record past it;
+ *  - for a record that finds the ring empty, at most once every 50 ms: the first event after a
+ *    quiet spell shows at once rather than at the reader's next 10 ms poll, and a busy host pays
+ *    at most 20 such wakeups a second (at 1 ms, the wakeups cost a fifth of the kernel time).
+ * A wakeup missed in a race between CPUs costs only latency: the reader also polls every 10 ms.
  */
-static __always_inline void submit(void *record)
+static __always_inline void submit(void *record, __u64 now)
 {
 	__u64 unread = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	if (unread >= wakeup_bytes && unread < wakeup_bytes + RECORD_BYTES)
+	if (unread >= wakeup_bytes && unread < wakeup_bytes + RECORD_BYTES) {
 		bpf_ringbuf_submit(record, BPF_RB_FORCE_WAKEUP);
-	else
+	} else if (unread <= RECORD_BYTES && now - prompt_wakeup_ns >= PROMPT_WAKEUP_GAP_NS) {
+		prompt_wakeup_ns = now;
+		bpf_ringbuf_submit(record, BPF_RB_FORCE_WAKEUP);
+	} else {
 		bpf_ringbuf_submit(record, BPF_RB_NO_WAKEUP);
+	}
 }
 
 /*
@@ -312,12 +336,12 @@ static __always_inline struct event *reserve(void)
  * the tcp_sock when this transition ends its connection, else NULL.
  */
 static __always_inline void emit(const struct sock_common *skc, bool typed, __be16 sport,
-				 __u64 skaddr, __u64 twaddr, int oldstate, int newstate, __u64 prev_ts,
-				 __u64 now, const struct sock_info *info, const struct tcp_sock *ended)
+				 __u32 netns, __u64 skaddr, __u64 twaddr, int oldstate, int newstate,
+				 __u64 prev_ts, __u64 now, const struct sock_info *info,
+				 const struct tcp_sock *ended)
 {
 	__u16 lport = bpf_ntohs(sport);
 	__u16 family, rport;
-	__u32 netns;
 	struct event *e;
 
 	if (final_only && !ended)
@@ -327,11 +351,9 @@ static __always_inline void emit(const struct sock_common *skc, bool typed, __be
 	if (typed) {
 		family = skc->skc_family;
 		rport = bpf_ntohs(skc->skc_dport);
-		netns = skc->skc_net.net->ns.inum;
 	} else {
 		family = BPF_CORE_READ(skc, skc_family);
 		rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
-		netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	}
 	if (!socket_wanted(family, lport, rport, netns, info))
 		return;
@@ -370,7 +392,7 @@ static __always_inline void emit(const struct sock_common *skc, bool typed, __be
 			__builtin_memset(stats, 0, sizeof(*stats));
 		}
 	}
-	submit(e);
+	submit(e, now);
 }
 
 /* Is cg filter_cgroup or one of its descendants? */
@@ -396,22 +418,39 @@ static __always_inline bool cgroup_inside_filter(struct cgroup *cg)
 }
 
 /*
- * The socket's own cgroup: set at creation, inherited by accepted children, never the current
- * task's. sk must be a BTF pointer (a hook's or iterator's argument): it is read directly.
+ * A full socket's cgroup and network namespace, read once at the top of a hook, through the
+ * tcp_sock that bpf_skc_to_tcp_sock() returns: a typed load of a pointer (skc_net.net,
+ * sk_cgrp_data.cgroup) from a hook's own, trusted, argument costs the verifier a linear search of
+ * the kernel's BTF on every path that reaches it, which made loading several times slower.
  */
-static __always_inline void set_cgroup(struct sock_info *info, const struct sock *sk)
-{
-	struct cgroup *cg;
+struct sock_ids {
+	struct cgroup *cgroup; /* the socket's own, set at creation; NULL if unknown */
+	__u64 cgroup_id;
+	__u32 netns;
+};
 
+static __always_inline void read_sock_ids(struct sock_ids *ids, const struct tcp_sock *tp)
+{
+	const struct sock *sk = (const struct sock *)tp;
+
+	ids->netns = sk->__sk_common.skc_net.net->ns.inum;
+	ids->cgroup = NULL;
+	ids->cgroup_id = 0;
 	/* Older kernels packed the socket's cgroup differently: leave it unknown there. */
-	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		ids->cgroup = sk->sk_cgrp_data.cgroup;
+	if (ids->cgroup)
+		ids->cgroup_id = ids->cgroup->kn->id;
+}
+
+/* The socket's own cgroup, never the current task's: accepted children inherit it. */
+static __always_inline void set_cgroup(struct sock_info *info, const struct sock_ids *ids)
+{
+	if (!ids->cgroup)
 		return;
-	cg = sk->sk_cgrp_data.cgroup;
-	if (!cg)
-		return;
-	info->cgroup = cg->kn->id;
+	info->cgroup = ids->cgroup_id;
 	info->flags |= EVENT_F_CGROUP_KNOWN;
-	if (filter_cgroup && cgroup_inside_filter(cg))
+	if (filter_cgroup && cgroup_inside_filter(ids->cgroup))
 		info->flags |= SOCK_F_CGROUP_MATCH;
 }
 
@@ -467,15 +506,19 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	int reported;
 	struct sock_info fresh = {};
 	struct sock_info *info;
+	struct sock_ids ids;
 	struct tcp_sock *tp;
 	__be16 sport;
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
-	now = bpf_ktime_get_boot_ns();
-	/* A typed load through the tcp_sock: cheaper than a probe read on every transition. */
+	/* Typed loads through the tcp_sock: cheaper than probe reads on every transition. */
 	tp = bpf_skc_to_tcp_sock((void *)sk);
-	sport = tp ? ((struct inet_sock *)tp)->inet_sport : 0;
+	if (!tp)
+		return; /* not a full socket: never the case for a state change */
+	now = bpf_ktime_get_boot_ns();
+	read_sock_ids(&ids, tp);
+	sport = ((struct inet_sock *)tp)->inet_sport;
 	info = bpf_sk_storage_get(&socks, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!info)
 		info = &fresh; /* no memory: report what can be, remember nothing */
@@ -484,13 +527,13 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		/* connect() and listen() run in the owner's context; older contents are a past use. */
 		__builtin_memset(info, 0, sizeof(*info));
 		set_owner_current(info);
-		set_cgroup(info, sk);
+		set_cgroup(info, &ids);
 		info->born_ns = newstate == TCP_SYN_SENT ? now : 0;
 		info->skaddr = skaddr;
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
 		/* A new child, its storage a copy of its listener's: keep the owner only. */
 		info->flags &= EVENT_F_OWNER_KNOWN;
-		set_cgroup(info, sk);
+		set_cgroup(info, &ids);
 		info->ts_ns = now;
 		info->born_ns = now;
 		info->skaddr = skaddr;
@@ -502,7 +545,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		info->ts_ns = 0;
 		info->born_ns = 0;
 		info->skaddr = skaddr;
-		set_cgroup(info, sk);
+		set_cgroup(info, &ids);
 	}
 
 	/* Who sent the first FIN. */
@@ -514,7 +557,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	prev_ts = info->ts_ns;
 	if (info->flags & SOCK_F_SYN_RECV_DEFERRED) {
 		info->flags &= ~SOCK_F_SYN_RECV_DEFERRED;
-		emit(&sk->__sk_common, true, sport, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0, prev_ts,
+		emit(&sk->__sk_common, true, sport, ids.netns, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0, prev_ts,
 		     info, NULL);
 	}
 	info->ts_ns = now;
@@ -531,7 +574,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 	/* The storage stays until the kernel frees the socket: an RST sent after the close still
 	 * finds its owner there. */
-	emit(&sk->__sk_common, true, sport, skaddr, tw, oldstate, reported, prev_ts, now, info,
+	emit(&sk->__sk_common, true, sport, ids.netns, skaddr, tw, oldstate, reported, prev_ts, now, info,
 	     newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? tp : NULL);
 }
 
@@ -539,29 +582,40 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u32 zero = 0;
-	__u32 *running = bpf_map_lookup_elem(&set_state_running, &zero);
+	struct recent_changes *recent = bpf_map_lookup_elem(&set_state_taken, &zero);
 
-	if (!running)
-		return 0;
-	*running = 1;
+	if (recent) {
+		recent->taken[0] = recent->taken[1];
+		recent->taken[1].sk = (__u64)sk;
+		recent->taken[1].states = oldstate << 8 | newstate;
+	}
 	handle_set_state(sk, oldstate, newstate);
-	*running = 0;
 	return 0;
 }
 
 /*
  * A softirq can interrupt on_set_state and hit the same tracepoint on that CPU; the kernel then
  * skips on_set_state, which is still running there. This second program on the same tracepoint
- * takes exactly those events. The kernel's skip count of on_set_state minus NESTED_HANDLED is
- * what neither saw (an interrupt just outside the `running` window), and is reported as lost.
+ * runs after it and takes every change on_set_state did not start on. Two remembered changes
+ * are enough: one nested change at most comes between on_set_state starting on a change and
+ * this program checking it. The kernel's skip count of on_set_state minus NESTED_HANDLED is
+ * what neither saw, and is reported as lost.
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_set_state_nested, const struct sock *sk, const int oldstate, const int newstate)
 {
 	__u32 zero = 0;
-	__u32 *running = bpf_map_lookup_elem(&set_state_running, &zero);
+	struct recent_changes *recent = bpf_map_lookup_elem(&set_state_taken, &zero);
+	__u64 states = oldstate << 8 | newstate;
 
-	if (!running || !*running)
+	if (!recent)
+		return 0;
+	/* Newest first, and in that order: a change nested between the two reads shifts [1] to [0]. */
+	if (READ_ONCE(recent->taken[1].sk) == (__u64)sk &&
+	    READ_ONCE(recent->taken[1].states) == states)
+		return 0;
+	if (READ_ONCE(recent->taken[0].sk) == (__u64)sk &&
+	    READ_ONCE(recent->taken[0].states) == states)
 		return 0;
 	count(NESTED_HANDLED);
 	handle_set_state(sk, oldstate, newstate);
@@ -606,7 +660,8 @@ int BPF_PROG(on_cache_free, unsigned long call_site, const void *ptr, const stru
 		return 0;
 	info = *found;
 	bpf_map_delete_elem(&tws, &tw);
-	emit(&t->__tw_common, false, BPF_CORE_READ(t, tw_sport), info.skaddr, tw, TCP_TIME_WAIT,
+	emit(&t->__tw_common, false, BPF_CORE_READ(t, tw_sport),
+	     BPF_CORE_READ(t, __tw_common.skc_net.net, ns.inum), info.skaddr, tw, TCP_TIME_WAIT,
 	     TCP_CLOSE, info.ts_ns, bpf_ktime_get_boot_ns(), &info, NULL);
 	return 0;
 }
@@ -713,6 +768,7 @@ static __always_inline bool full_tcp_sock(const struct sock *sk)
 static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 skaddr,
 					const struct sock_info *info, __u32 detail)
 {
+	__u64 now = bpf_ktime_get_boot_ns();
 	struct event *e;
 
 	if (filter_states && !(filter_states & (1u << t->state)))
@@ -722,7 +778,7 @@ static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 s
 	e = reserve();
 	if (!e)
 		return;
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = now;
 	e->prev_ts_ns = 0;
 	e->skaddr = skaddr;
 	e->twaddr = 0;
@@ -743,7 +799,7 @@ static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 s
 	e->detail = detail;
 	if (with_stats)
 		__builtin_memset(&((struct event_with_stats *)e)->stats, 0, sizeof(struct conn_stats));
-	submit(e);
+	submit(e, now);
 }
 
 /* The addresses of sk (any kind of socket) and what is known of it, if anything. */
@@ -880,9 +936,15 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 	if (!info || (info->skaddr == skaddr && (info->flags & EVENT_F_OWNER_KNOWN)))
 		return 0;
 	if (info->skaddr != skaddr) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		struct sock_ids ids;
+
+		if (!tp)
+			return 0;
+		read_sock_ids(&ids, tp);
 		__builtin_memset(info, 0, sizeof(*info));
 		info->skaddr = skaddr;
-		set_cgroup(info, sk);
+		set_cgroup(info, &ids);
 	}
 	info->pid = task->tgid;
 	__builtin_memcpy(info->comm, task->comm, TASK_COMM_LEN);
@@ -948,8 +1010,12 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		}
 		if (known)
 			info = known;
-		else
-			set_cgroup(&fresh, (struct sock *)tp);
+		else {
+			struct sock_ids ids;
+
+			read_sock_ids(&ids, tp);
+			set_cgroup(&fresh, &ids);
+		}
 	}
 	r.sport = bpf_ntohs(sport);
 	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, !owners_as_records))
