@@ -83,6 +83,8 @@ pub struct Parts {
     pub hooks: bool,
     /// The iterator that lists existing sockets (snapshots).
     pub socket_list: bool,
+    /// That list carries each connection's RTT, retransmits and unacknowledged data (-i).
+    pub socket_figures: bool,
     /// Connection figures with the transition that ends each connection (lifetimes).
     pub stats: bool,
     /// Only the transitions that end connections are wanted.
@@ -119,9 +121,8 @@ pub struct Tracer<'obj> {
     parts: Parts,
     /// The optional hooks' links: dropping one detaches it.
     _extra_links: Vec<libbpf_rs::Link>,
-    /// Without hooks (a one-shot snapshot): the owners of existing sockets, by socket, and the
-    /// owner filters to apply to them here rather than in the kernel.
-    owners: HashMap<u64, Owner>,
+    /// Without hooks (a one-shot snapshot): the owner filters to apply here rather than in the
+    /// kernel, where the owners are not known.
     owner_filters: (Option<u32>, Option<Vec<u8>>),
 }
 
@@ -168,6 +169,7 @@ impl<'obj> Tracer<'obj> {
         // Wake the reader early only when the ring is an eighth full; otherwise it polls on a timer.
         rodata.wakeup_bytes = u64::from(ring_size / 8);
         rodata.with_stats = parts.stats;
+        rodata.socket_figures = parts.socket_figures;
         // Without hooks nothing needs the owners in the kernel later: read them out instead of
         // creating storage in every socket.
         rodata.owners_as_records = !parts.hooks;
@@ -279,39 +281,32 @@ impl<'obj> Tracer<'obj> {
             }
             extra_links = links;
         }
-        let mut tracer = Tracer {
+        let tracer = Tracer {
             skel,
             parts,
             _extra_links: extra_links,
-            owners: HashMap::new(),
             owner_filters: (filters.pid, filters.comm.clone()),
         };
-        tracer.seed_owners()?;
+        if tracer.parts.hooks {
+            // After attaching, so that no socket opened in between is missed.
+            let (_link, mut iter) = tracer.start_owner_iter()?;
+            read_iter(&mut iter, "reading the owners of existing sockets")?;
+        }
         Ok(tracer)
     }
 
-    /// Learns the owners of sockets that existed before the hooks were attached. Runs after
-    /// attaching, so that no socket opened in between is missed.
-    fn seed_owners(&mut self) -> Result<()> {
+    /// The task_file iterator that finds the owners of existing sockets: with hooks it writes
+    /// them into socket storage, without it returns them as records. Reading the iterator runs
+    /// it; the link must outlive the reading.
+    fn start_owner_iter(&self) -> Result<(libbpf_rs::Link, libbpf_rs::Iter)> {
         let link = self.skel.progs.seed_owners.attach().map_err(|err| {
             anyhow!(
                 "starting the BPF task_file iterator failed: {err}{}",
                 libbpf_says()
             )
         })?;
-        let mut iter =
-            libbpf_rs::Iter::new(&link).context("starting the BPF task_file iterator")?;
-        let mut records = Vec::new();
-        iter.read_to_end(&mut records)
-            .context("reading the owners of existing sockets")?;
-        // Records only without hooks; a socket several processes hold goes to the first found.
-        for (skaddr, owner) in records
-            .chunks_exact(OWNER_RECORD_SIZE)
-            .filter_map(event::decode_owner)
-        {
-            self.owners.entry(skaddr).or_insert(owner);
-        }
-        Ok(())
+        let iter = libbpf_rs::Iter::new(&link).context("starting the BPF task_file iterator")?;
+        Ok((link, iter))
     }
 
     /// Every TCP socket that exists now, read by the iter/tcp program in the network namespace
@@ -339,28 +334,47 @@ impl<'obj> Tracer<'obj> {
             }
         }
         .context("starting the BPF tcp iterator")?;
-        let mut bytes = Vec::new();
-        iter.read_to_end(&mut bytes)
-            .context("reading the sockets from the BPF tcp iterator")?;
-        let mut sockets = bytes
-            .chunks_exact(SOCKET_RECORD_SIZE)
-            .map(event::decode_socket)
-            .collect::<Result<Vec<Socket>>>()?;
-        if !self.parts.hooks {
-            for socket in &mut sockets {
-                // A TIME_WAIT socket has no file, so no owner of its own.
-                if socket.owner.is_none() && socket.twaddr.is_none() {
-                    socket.owner = self.owners.get(&socket.skaddr).copied();
-                }
-            }
-            let (pid, comm) = &self.owner_filters;
-            sockets.retain(|s| {
-                pid.is_none_or(|p| s.owner.is_some_and(|o| o.pid == p))
-                    && comm
-                        .as_deref()
-                        .is_none_or(|c| s.owner.is_some_and(|o| o.comm.as_bytes() == c))
-            });
+        if self.parts.hooks {
+            let bytes = read_iter(&mut iter, "reading the sockets from the BPF tcp iterator")?;
+            return decode_sockets(&bytes);
         }
+        // Without hooks the owners come from a walk of every task's files, as `ss -p` does it:
+        // the two walks are independent, so they run at the same time.
+        let (_owner_link, mut owner_iter) = self.start_owner_iter()?;
+        let (owners, sockets) = std::thread::scope(|scope| {
+            let owners = scope.spawn(move || {
+                let records = read_iter(&mut owner_iter, "reading the owners of existing sockets")?;
+                // A socket several processes hold goes to the first found.
+                let mut owners = HashMap::with_capacity(records.len() / OWNER_RECORD_SIZE);
+                for (skaddr, owner) in records
+                    .chunks_exact(OWNER_RECORD_SIZE)
+                    .filter_map(event::decode_owner)
+                {
+                    owners.entry(skaddr).or_insert(owner);
+                }
+                Ok(owners)
+            });
+            let sockets = read_iter(&mut iter, "reading the sockets from the BPF tcp iterator")
+                .and_then(|bytes| decode_sockets(&bytes));
+            let owners: Result<HashMap<u64, Owner>> = owners
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the task_file iterator's reader panicked")));
+            (owners, sockets)
+        });
+        let (owners, mut sockets) = (owners?, sockets?);
+        for socket in &mut sockets {
+            // A TIME_WAIT socket has no file, so no owner of its own.
+            if socket.owner.is_none() && socket.twaddr.is_none() {
+                socket.owner = owners.get(&socket.skaddr).copied();
+            }
+        }
+        let (pid, comm) = &self.owner_filters;
+        sockets.retain(|s| {
+            pid.is_none_or(|p| s.owner.is_some_and(|o| o.pid == p))
+                && comm
+                    .as_deref()
+                    .is_none_or(|c| s.owner.is_some_and(|o| o.comm.as_bytes() == c))
+        });
         Ok(sockets)
     }
 
@@ -515,6 +529,20 @@ fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<libbpf_rs::libbpf_sys::b
         libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len)
     };
     (ret == 0).then_some(info)
+}
+
+/// Runs a BPF iterator to its end and returns what it wrote.
+fn read_iter(iter: &mut libbpf_rs::Iter, what: &'static str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    iter.read_to_end(&mut bytes).context(what)?;
+    Ok(bytes)
+}
+
+fn decode_sockets(bytes: &[u8]) -> Result<Vec<Socket>> {
+    bytes
+        .chunks_exact(SOCKET_RECORD_SIZE)
+        .map(event::decode_socket)
+        .collect()
 }
 
 fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {

@@ -59,6 +59,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
         hooks: true,
         // Alerts and gauges also cover the sockets that exist already.
         socket_list: listener.is_some() || !alerts.is_empty(),
+        socket_figures: false,
         stats: config.lifetimes || listener.is_some(),
         // The alert and metrics table needs every transition.
         final_only: config.lifetimes && alerts.is_empty() && listener.is_none(),

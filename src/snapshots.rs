@@ -64,6 +64,7 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     let parts = Parts {
         hooks,
         socket_list: true,
+        socket_figures: info,
         // How connections ended, counted per interval.
         stats: hooks,
         final_only: false,

@@ -95,6 +95,8 @@ impl ConnTable {
 
     /// Adds the sockets that exist now.
     pub fn seed(&mut self, sockets: impl IntoIterator<Item = Socket>) {
+        let sockets = sockets.into_iter();
+        self.conns.reserve(sockets.size_hint().0);
         for s in sockets {
             if !self.keeps(s.state) {
                 continue;

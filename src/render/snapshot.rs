@@ -476,13 +476,31 @@ struct SnapshotRecord<'a> {
     transitions: TransitionCounts<'a>,
     lost: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    connections: Option<Vec<ConnRecord<'a>>>,
+    connections: Option<ConnList<'a>>,
     close_wait: Vec<HolderRecord<'a>>,
     time_wait: Option<PatternRecord<'a>>,
     fin_wait2: Option<PatternRecord<'a>>,
     /// Connections that ended in the interval, by how they ended.
     ended: EndedCounts<'a>,
     alerts: Vec<AlertRecord<'a>>,
+}
+
+/// A snapshot's connections, each made into a record as it is written: with 100,000
+/// connections, collecting the records first cost more than writing them.
+struct ConnList<'a> {
+    conns: &'a [&'a Conn],
+    now_ns: u64,
+    info: bool,
+}
+
+impl Serialize for ConnList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.conns
+                .iter()
+                .map(|c| ConnRecord::new(c, self.now_ns, self.info)),
+        )
+    }
 }
 
 /// JSON: one object per snapshot per line.
@@ -511,11 +529,10 @@ impl SnapshotRenderer for SnapshotJson {
             counts: Counts(&r.counts),
             transitions: TransitionCounts(&r.transitions),
             lost: r.lost,
-            connections: (!self.summary).then(|| {
-                r.conns
-                    .iter()
-                    .map(|c| ConnRecord::new(c, r.now_ns, self.info))
-                    .collect()
+            connections: (!self.summary).then_some(ConnList {
+                conns: &r.conns,
+                now_ns: r.now_ns,
+                info: self.info,
             }),
             close_wait: r.close_wait.iter().map(HolderRecord::new).collect(),
             time_wait: r.time_wait.as_ref().map(PatternRecord::new),
