@@ -62,7 +62,7 @@ fn libbpf_says() -> String {
 pub struct RecursionMisses {
     /// State changes the program did not see: lost transitions.
     pub set_state: u64,
-    /// Timer and free events it did not see: possibly lost TIME_WAIT transitions.
+    /// Slab frees it did not see: possibly lost ends of TIME_WAIT.
     pub timewait: u64,
     /// Retransmits, resets and drops not seen (--events), and resets that told how a
     /// connection ended.
@@ -202,7 +202,6 @@ impl<'obj> Tracer<'obj> {
         // Each program loaded costs verification time at start.
         open.progs.on_set_state.set_autoload(parts.hooks);
         open.progs.on_set_state_nested.set_autoload(parts.hooks);
-        open.progs.on_timer_start.set_autoload(parts.hooks);
         open.progs.on_cache_free.set_autoload(parts.hooks);
         open.progs.dump_sockets.set_autoload(parts.socket_list);
         let optional = parts.optional_hooks();
@@ -239,11 +238,6 @@ impl<'obj> Tracer<'obj> {
                 .on_set_state
                 .attach()
                 .map_err(attach_failed("inet_sock_set_state"))?;
-            let timer_start = skel
-                .progs
-                .on_timer_start
-                .attach()
-                .map_err(attach_failed("timer_start"))?;
             let cache_free = skel
                 .progs
                 .on_cache_free
@@ -256,7 +250,6 @@ impl<'obj> Tracer<'obj> {
                 .map_err(attach_failed("inet_sock_set_state"))?;
             skel.links.on_set_state = Some(set_state);
             skel.links.on_set_state_nested = Some(set_state_nested);
-            skel.links.on_timer_start = Some(timer_start);
             skel.links.on_cache_free = Some(cache_free);
             let progs = &skel.progs;
             let wanted = [
@@ -439,8 +432,7 @@ impl<'obj> Tracer<'obj> {
             .sum();
         Ok(RecursionMisses {
             set_state: skipped.saturating_sub(taken),
-            timewait: prog_recursion_misses(progs.on_timer_start.as_fd())
-                + prog_recursion_misses(progs.on_cache_free.as_fd()),
+            timewait: prog_recursion_misses(progs.on_cache_free.as_fd()),
             notices,
         })
     }
@@ -458,7 +450,6 @@ impl Tracer<'_> {
                 "on_set_state_nested",
                 p.on_set_state_nested.as_fd(),
             ),
-            (parts.hooks, "on_timer_start", p.on_timer_start.as_fd()),
             (parts.hooks, "on_cache_free", p.on_cache_free.as_fd()),
             (
                 optional.send_reset,

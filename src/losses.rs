@@ -53,8 +53,8 @@ impl Losses {
         }
         if self.misses.timewait > 0 {
             text.push_str(&format!(
-                "; the kernel skipped {} nested runs of the TIME_WAIT hooks (a TIME_WAIT \
-                 transition may be missing)",
+                "; the kernel skipped {} nested runs of the TIME_WAIT end hook (a \
+                 TIME_WAIT -> CLOSE may be missing)",
                 self.misses.timewait
             ));
         }
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(
             losses.describe(),
             "7 lost (4 ring buffer full, 3 BPF recursion); the kernel skipped 1 nested runs of \
-             the TIME_WAIT hooks (a TIME_WAIT transition may be missing)"
+             the TIME_WAIT end hook (a TIME_WAIT -> CLOSE may be missing)"
         );
     }
 }

@@ -4,7 +4,6 @@
  *
  * Hooks are BTF tracepoints only (no tracefs, kprobes or fentry):
  *   inet_sock_set_state  every state change of a full socket
- *   timer_start          a timewait socket arming its timer = TIME_WAIT takes over
  *   kmem_cache_free      a timewait socket freed = TIME_WAIT ends (expired or killed)
  * and, when asked for (--events, --lifetimes, snapshots):
  *   tcp_send_reset, tcp_receive_reset, tcp_retransmit_skb, kfree_skb (TCP drops)
@@ -56,10 +55,9 @@ const volatile __u32 notice_kinds = 0;
 const volatile bool owners_as_records = false;
 
 /*
- * Learned from the first TIME_WAIT takeover: the timewait timer's handler and slab cache.
+ * Learned from the first TIME_WAIT takeover: the timewait sockets' slab caches (IPv4, IPv6).
  * Not taken from kallsyms, which shows zeros without CAP_SYSLOG and takes ~40 ms to read.
  */
-__u64 tw_timer_fn = 0;
 __u64 tw_slab[2] = {};
 
 #define SOCK_F_CGROUP_MATCH (1 << 7) /* the socket's cgroup is inside filter_cgroup */
@@ -86,12 +84,6 @@ struct sock_info {
 	__u8 flags; /* EVENT_F_* and SOCK_F_* */
 	__u8 pad[3];
 	char comm[TASK_COMM_LEN];
-};
-
-/* A timewait socket whose timer was just armed on this CPU, waiting for its full socket. */
-struct tw_slot {
-	__u64 tw;
-	__u64 fn;
 };
 
 /* Map sizes are documented in the README and the man page. */
@@ -163,13 +155,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct recent_changes);
 } set_state_taken SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tw_slot);
-} tw_pending SEC(".maps");
 
 static __always_inline bool comm_matches(const char *comm)
 {
@@ -463,38 +448,64 @@ static __always_inline void set_owner_current(struct sock_info *info)
 	info->flags |= EVENT_F_OWNER_KNOWN;
 }
 
-/* Does the timewait socket tw replace the full socket sk (same netns, family and ports)? */
+/* Does the timewait socket tw replace the full socket sk (same hash, netns, family and ports)? */
 static __always_inline bool tw_replaces(__u64 tw, const struct sock *sk)
 {
 	const struct inet_timewait_sock *t = (const void *)tw;
 
 	return BPF_CORE_READ(t, __tw_common.skc_state) == TCP_TIME_WAIT &&
+	       BPF_CORE_READ(t, __tw_common.skc_hash) == BPF_CORE_READ(sk, __sk_common.skc_hash) &&
 	       BPF_CORE_READ(t, tw_sport) == BPF_CORE_READ((struct inet_sock *)sk, inet_sport) &&
 	       BPF_CORE_READ(t, __tw_common.skc_dport) == BPF_CORE_READ(sk, __sk_common.skc_dport) &&
 	       BPF_CORE_READ(t, __tw_common.skc_family) == BPF_CORE_READ(sk, __sk_common.skc_family) &&
 	       BPF_CORE_READ(t, __tw_common.skc_net.net) == BPF_CORE_READ(sk, __sk_common.skc_net.net);
 }
 
+/* Timewait sockets looked at in a hash bucket; the one sought is normally the first. */
+#define TW_BUCKET_SCAN 4
+
 /*
- * tcp_time_wait() arms the new timewait socket's timer and then closes the full socket on the
- * same CPU. If the timer armed last on this CPU belongs to a timewait socket for sk, return it.
+ * tcp_time_wait() puts a new timewait socket at the head of sk's bucket of the established hash,
+ * in sk's place, and then closes sk. So a socket that reaches CLOSE already unhashed (an
+ * ordinary close unhashes after this tracepoint) may have a successor there: return it, or 0.
  */
 static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 {
-	__u32 zero = 0;
-	struct tw_slot *slot = bpf_map_lookup_elem(&tw_pending, &zero);
-	__u64 tw, fn;
+	struct inet_hashinfo *hashinfo = NULL;
+	struct hlist_nulls_node *node;
 	int family;
+	__u64 tw = 0;
 
-	if (!slot || !slot->tw)
+	if (BPF_CORE_READ(sk, __sk_common.skc_nulls_node.pprev))
 		return 0;
-	tw = slot->tw;
-	fn = slot->fn;
-	slot->tw = 0;
-	if (!tw_replaces(tw, sk))
+	if (bpf_core_field_exists(struct inet_timewait_death_row, hashinfo))
+		hashinfo = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.tcp_death_row.hashinfo);
+	if (!hashinfo)
+		hashinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
+	if (!hashinfo)
 		return 0;
-	if (!tw_timer_fn)
-		tw_timer_fn = fn;
+	{
+		void *ehash = BPF_CORE_READ(hashinfo, ehash);
+		__u32 bucket = BPF_CORE_READ(sk, __sk_common.skc_hash) & BPF_CORE_READ(hashinfo, ehash_mask);
+		struct inet_ehash_bucket *head =
+			ehash + bucket * bpf_core_type_size(struct inet_ehash_bucket);
+
+		node = BPF_CORE_READ(head, chain.first);
+	}
+	for (int i = 0; i < TW_BUCKET_SCAN; i++) {
+		__u64 candidate;
+
+		if (!node || ((__u64)node & 1)) /* the end of a nulls list is an odd marker */
+			return 0;
+		candidate = (__u64)node - bpf_core_field_offset(struct sock_common, skc_nulls_node);
+		if (tw_replaces(candidate, sk)) {
+			tw = candidate;
+			break;
+		}
+		node = BPF_CORE_READ(node, next);
+	}
+	if (!tw)
+		return 0;
 	family = BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6;
 	if (!tw_slab[family & 1])
 		tw_slab[family & 1] = (__u64)BPF_CORE_READ(sk, __sk_common.skc_prot, twsk_prot, twsk_slab);
@@ -621,30 +632,6 @@ int BPF_PROG(on_set_state_nested, const struct sock *sk, const int oldstate, con
 		return 0;
 	count(NESTED_HANDLED);
 	handle_set_state(sk, oldstate, newstate);
-	return 0;
-}
-
-SEC("tp_btf/timer_start")
-int BPF_PROG(on_timer_start, struct timer_list *timer)
-{
-	__u64 fn = (__u64)timer->function;
-	__u64 want = tw_timer_fn;
-	__u32 zero = 0;
-	struct tw_slot *slot;
-	__u64 tw;
-
-	if (want && fn != want)
-		return 0;
-	tw = (__u64)timer - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
-	/* A timewait socket we already follow is only being rescheduled. */
-	if (want && bpf_map_lookup_elem(&tws, &tw))
-		return 0;
-	slot = bpf_map_lookup_elem(&tw_pending, &zero);
-	if (!slot)
-		return 0;
-	/* Until the handler is known, every timer is a candidate; take_timewait_successor checks. */
-	slot->tw = tw;
-	slot->fn = fn;
 	return 0;
 }
 

@@ -70,8 +70,34 @@ struct ns_common {
 	unsigned int inum;
 };
 
+struct hlist_nulls_node {
+	struct hlist_nulls_node *next, **pprev;
+};
+
+struct hlist_nulls_head {
+	struct hlist_nulls_node *first;
+};
+
+struct inet_ehash_bucket {
+	struct hlist_nulls_head chain;
+};
+
+struct inet_hashinfo {
+	struct inet_ehash_bucket *ehash;
+	unsigned int ehash_mask;
+};
+
+struct inet_timewait_death_row {
+	struct inet_hashinfo *hashinfo; /* Linux 6.1+: per network namespace */
+};
+
+struct netns_ipv4 {
+	struct inet_timewait_death_row tcp_death_row;
+};
+
 struct net {
 	struct ns_common ns;
+	struct netns_ipv4 ipv4;
 };
 
 typedef struct {
@@ -88,6 +114,9 @@ struct timewait_sock_ops {
 
 struct proto {
 	struct timewait_sock_ops *twsk_prot;
+	union {
+		struct inet_hashinfo *hashinfo; /* before Linux 6.1 */
+	} h;
 };
 
 struct sock_common {
@@ -99,6 +128,8 @@ struct sock_common {
 	volatile unsigned char skc_state;
 	struct proto *skc_prot;
 	possible_net_t skc_net;
+	unsigned int skc_hash;
+	struct hlist_nulls_node skc_nulls_node;
 	unsigned long skc_flags; /* sk_flags of a full socket */
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
