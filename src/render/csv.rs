@@ -30,8 +30,10 @@ struct Row<'a> {
     pid: Option<u32>,
     comm: Option<Cow<'a, str>>,
     family: &'static str,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     laddr: IpAddr,
     lport: u16,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     raddr: IpAddr,
     rport: u16,
     /// The state before (for other kinds: the socket's state).

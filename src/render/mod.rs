@@ -1,5 +1,6 @@
 //! Renderers turn decoded events into the bytes written to stdout, one per output format.
 
+mod cells;
 mod csv;
 mod json;
 mod record;

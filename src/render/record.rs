@@ -81,8 +81,10 @@ pub struct TransitionRecord<'a> {
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
     pub family: &'static str,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,
     pub lport: u16,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub raddr: IpAddr,
     pub rport: u16,
     pub oldstate: &'static str,
@@ -145,8 +147,10 @@ pub struct NoticeRecord<'a> {
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
     pub family: &'static str,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,
     pub lport: u16,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub raddr: IpAddr,
     pub rport: u16,
     /// The socket's state; null for a packet without a socket.
@@ -192,8 +196,10 @@ pub struct ConnectionRecord<'a> {
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
     pub family: &'static str,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,
     pub lport: u16,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub raddr: IpAddr,
     pub rport: u16,
     /// "active" (connect) or "passive" (accepted).
@@ -267,8 +273,10 @@ pub struct AlertRecord<'a> {
     pub pid: Option<u32>,
     pub comm: Option<Cow<'a, str>>,
     pub family: &'static str,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,
     pub lport: u16,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     pub raddr: IpAddr,
     pub rport: u16,
     pub state: &'static str,

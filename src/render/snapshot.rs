@@ -291,8 +291,10 @@ struct ConnRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     time: Option<&'a str>,
     family: &'static str,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     laddr: std::net::IpAddr,
     lport: u16,
+    #[serde(serialize_with = "super::cells::serialize_addr")]
     raddr: std::net::IpAddr,
     rport: u16,
     state: &'static str,

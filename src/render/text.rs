@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use super::cells::{addr_cell, cell, int_cell, millis};
 use super::{LostReason, Renderer, Rows};
 use crate::alerts::Alert;
 use crate::clock::{Clock, LocalTime};
@@ -109,7 +110,7 @@ impl TextRenderer {
             let _ = self
                 .local_time
                 .format(self.clock.wall(lead.ts_ns), &mut self.time);
-            let _ = write!(out, "{:<12} ", self.time);
+            cell(out, &self.time, 12);
         }
         if self.wide {
             match lead.skaddr {
@@ -128,20 +129,21 @@ impl TextRenderer {
                     .char_indices()
                     .nth(comm_width)
                     .map_or(&comm[..], |(i, _)| &comm[..i]);
-                let _ = write!(out, "{:<7} {:<comm_width$} ", owner.pid, shown);
+                int_cell(out, owner.pid, 7);
+                cell(out, shown, comm_width);
             }
             None => {
-                let _ = write!(out, "{:<7} {:<comm_width$} ", "-", "-");
+                cell(out, "-", 7);
+                cell(out, "-", comm_width);
             }
         }
         if self.wide {
-            let _ = write!(out, "{:<2} ", if lead.local.is_ipv6() { 6 } else { 4 });
+            cell(out, if lead.local.is_ipv6() { "6" } else { "4" }, 2);
         }
-        let _ = write!(
-            out,
-            "{:<addr$} {:<5} {:<addr$} {:<5} ",
-            lead.local, lead.local_port, lead.remote, lead.remote_port
-        );
+        addr_cell(out, lead.local, addr);
+        int_cell(out, lead.local_port, 5);
+        addr_cell(out, lead.remote, addr);
+        int_cell(out, lead.remote_port, 5);
     }
 }
 
@@ -195,11 +197,13 @@ impl Renderer for TextRenderer {
 
     fn transition(&mut self, out: &mut Vec<u8>, t: &Transition) {
         self.lead(out, Lead::from(t));
-        let _ = write!(out, "{:<11} -> {:<11} ", t.old, t.new);
-        let _ = match t.micros_in_old_state() {
-            Some(us) => write!(out, "{}", Millis(us)),
-            None => write!(out, "-"),
-        };
+        cell(out, t.old.name(), 11);
+        out.extend_from_slice(b"-> ");
+        cell(out, t.new.name(), 11);
+        match t.micros_in_old_state() {
+            Some(us) => millis(out, us),
+            None => out.push(b'-'),
+        }
         if let Some(error) = t.error {
             let _ = write!(out, " {}", error_text(error));
         }
