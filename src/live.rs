@@ -22,8 +22,9 @@ use crate::render::{self, Renderer};
 use crate::table::ConnTable;
 use crate::{preflight, signals, snapshots};
 
-/// How long a poll waits for a wakeup; the BPF side wakes us early only when the ring fills.
-/// Short enough that a lone event is shown at once, long enough to cost nothing when idle.
+/// How long a poll waits for a wakeup; the BPF side wakes us early only when the ring fills or
+/// (at most every 50 ms) for an event into an empty ring. Short enough that events are never
+/// shown late, long enough to cost nothing when idle.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Records read from the ring between two writes to stdout.
 const CHUNK: usize = 1024;
