@@ -472,9 +472,10 @@ static __always_inline bool tw_replaces(__u64 tw, const struct sock *sk)
 static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 {
 	struct inet_hashinfo *hashinfo = NULL;
+	struct inet_ehash_bucket *bucket;
 	struct hlist_nulls_node *node;
+	__u32 index;
 	int family;
-	__u64 tw = 0;
 
 	if (BPF_CORE_READ(sk, __sk_common.skc_nulls_node.pprev))
 		return 0;
@@ -484,32 +485,26 @@ static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 		hashinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
 	if (!hashinfo)
 		return 0;
-	{
-		void *ehash = BPF_CORE_READ(hashinfo, ehash);
-		__u32 bucket = BPF_CORE_READ(sk, __sk_common.skc_hash) & BPF_CORE_READ(hashinfo, ehash_mask);
-		struct inet_ehash_bucket *head =
-			ehash + bucket * bpf_core_type_size(struct inet_ehash_bucket);
-
-		node = BPF_CORE_READ(head, chain.first);
-	}
+	index = BPF_CORE_READ(sk, __sk_common.skc_hash) & BPF_CORE_READ(hashinfo, ehash_mask);
+	bucket = (void *)BPF_CORE_READ(hashinfo, ehash) +
+		 index * bpf_core_type_size(struct inet_ehash_bucket);
+	node = BPF_CORE_READ(bucket, chain.first);
 	for (int i = 0; i < TW_BUCKET_SCAN; i++) {
-		__u64 candidate;
+		__u64 tw;
 
 		if (!node || ((__u64)node & 1)) /* the end of a nulls list is an odd marker */
 			return 0;
-		candidate = (__u64)node - bpf_core_field_offset(struct sock_common, skc_nulls_node);
-		if (tw_replaces(candidate, sk)) {
-			tw = candidate;
-			break;
+		tw = (__u64)node - bpf_core_field_offset(struct sock_common, skc_nulls_node);
+		if (tw_replaces(tw, sk)) {
+			family = BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6;
+			if (!tw_slab[family & 1])
+				tw_slab[family & 1] = (__u64)BPF_CORE_READ(sk, __sk_common.skc_prot,
+									  twsk_prot, twsk_slab);
+			return tw;
 		}
 		node = BPF_CORE_READ(node, next);
 	}
-	if (!tw)
-		return 0;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6;
-	if (!tw_slab[family & 1])
-		tw_slab[family & 1] = (__u64)BPF_CORE_READ(sk, __sk_common.skc_prot, twsk_prot, twsk_slab);
-	return tw;
+	return 0;
 }
 
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
