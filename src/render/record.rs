@@ -66,7 +66,16 @@ pub struct Hex(pub u64);
 
 impl Serialize for Hex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{:#x}", self.0))
+        // What `{:#x}` writes, from a stack buffer: formatting machinery cost more here.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 18];
+        let digits = (64 - self.0.leading_zeros()).div_ceil(4).max(1) as usize;
+        text[..2].copy_from_slice(b"0x");
+        for (i, byte) in text[2..2 + digits].iter_mut().enumerate() {
+            let shift = 4 * (digits - 1 - i);
+            *byte = DIGITS[((self.0 >> shift) & 0xf) as usize];
+        }
+        s.serialize_str(std::str::from_utf8(&text[..2 + digits]).unwrap_or_default())
     }
 }
 
@@ -319,6 +328,25 @@ mod tests {
 
     fn text(t: SystemTime) -> String {
         serde_json::to_string(&Rfc3339Micros(t)).unwrap()
+    }
+
+    #[test]
+    fn hex_is_what_alternate_lower_hex_writes() {
+        for n in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xabc,
+            u64::from(u32::MAX),
+            0xffff_9fd7_e819_2000,
+            u64::MAX,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&Hex(n)).unwrap(),
+                format!("\"{n:#x}\"")
+            );
+        }
     }
 
     #[test]
