@@ -46,6 +46,15 @@ pub fn millis(out: &mut Vec<u8>, us: u64) {
     ]);
 }
 
+/// Milliseconds as a cell.
+pub fn millis_cell(out: &mut Vec<u8>, us: u64, width: usize) {
+    let start = out.len();
+    millis(out, us);
+    let written = out.len() - start;
+    out.resize(out.len() + width.saturating_sub(written), b' ');
+    out.push(b' ');
+}
+
 /// Dotted-quad text of an IPv4 address, on the stack.
 pub struct Ipv4Text {
     bytes: [u8; 15],

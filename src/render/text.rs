@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use super::cells::{addr_cell, cell, int_cell, millis};
+use super::cells::{addr_cell, cell, int_cell, millis, millis_cell};
 use super::{LostReason, Renderer, Rows};
 use crate::alerts::Alert;
 use crate::clock::{Clock, LocalTime};
@@ -147,16 +147,6 @@ impl TextRenderer {
     }
 }
 
-/// Microseconds as milliseconds with three decimals, in integer arithmetic (float formatting
-/// costs more than the rest of a line).
-struct Millis(u64);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{:03}", self.0 / 1_000, self.0 % 1_000)
-    }
-}
-
 /// A socket error as an operator says it.
 fn error_text(error: Errno) -> String {
     match i32::from(error.0) {
@@ -220,21 +210,17 @@ impl Renderer for TextRenderer {
     fn connection(&mut self, out: &mut Vec<u8>, c: &Connection) {
         let t = &c.last;
         self.lead(out, Lead::from(t));
-        let rtt = Millis(u64::from(c.stats.srtt_us)).to_string();
-        let _ = write!(
-            out,
-            "{:<10} {:<10} {:<7} {:<7} {:<6} {:<14} ",
-            c.tx_bytes(),
-            c.rx_bytes(),
-            c.stats.retrans,
-            rtt,
-            c.closed_first().map_or("-", |s| s.name()),
-            c.ending.name()
-        );
-        let _ = match c.duration_ns() {
-            Some(ns) => writeln!(out, "{}", Millis(ns / 1_000)),
-            None => writeln!(out, "-"),
-        };
+        int_cell(out, c.tx_bytes(), 10);
+        int_cell(out, c.rx_bytes(), 10);
+        int_cell(out, c.stats.retrans, 7);
+        millis_cell(out, u64::from(c.stats.srtt_us), 7);
+        cell(out, c.closed_first().map_or("-", |s| s.name()), 6);
+        cell(out, &c.ending.name(), 14);
+        match c.duration_ns() {
+            Some(ns) => millis(out, ns / 1_000),
+            None => out.push(b'-'),
+        }
+        out.push(b'\n');
     }
 
     fn alert(&mut self, out: &mut Vec<u8>, a: &Alert) {
@@ -246,14 +232,12 @@ impl Renderer for TextRenderer {
         } else {
             ""
         };
-        let _ = writeln!(
-            out,
-            "{:<11} !! {:<11} {at_least}{} (over {})",
-            c.state,
-            "ALERT",
-            Millis(a.age.ns() / 1_000),
-            humantime::format_duration(a.rule.after)
-        );
+        cell(out, c.state.name(), 11);
+        out.extend_from_slice(b"!! ");
+        cell(out, "ALERT", 11);
+        out.extend_from_slice(at_least.as_bytes());
+        millis(out, a.age.ns() / 1_000);
+        let _ = writeln!(out, " (over {})", humantime::format_duration(a.rule.after));
     }
 
     fn lost(&mut self, _out: &mut Vec<u8>, _count: u64, _reason: LostReason) -> bool {
