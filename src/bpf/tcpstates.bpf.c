@@ -405,39 +405,31 @@ static __always_inline bool cgroup_inside_filter(struct cgroup *cg)
 }
 
 /*
- * A full socket's cgroup and network namespace, read once at the top of a hook, through the
- * tcp_sock that bpf_skc_to_tcp_sock() returns: a typed load of a pointer (skc_net.net,
- * sk_cgrp_data.cgroup) from a hook's own, trusted, argument costs the verifier a linear search of
- * the kernel's BTF on every path that reaches it, which made loading several times slower.
+ * Typed reads of a full socket go through the tcp_sock that bpf_skc_to_tcp_sock() returns, not
+ * the hook's own argument: a typed load of a pointer (skc_net.net, sk_cgrp_data.cgroup) from a
+ * hook's trusted argument costs the verifier a linear search of the kernel's BTF on every path
+ * that reaches it, which made loading several times slower.
  */
-struct sock_ids {
-	struct cgroup *cgroup; /* the socket's own, set at creation; NULL if unknown */
-	__u64 cgroup_id;
-	__u32 netns;
-};
-
-static __always_inline void read_sock_ids(struct sock_ids *ids, const struct tcp_sock *tp)
+static __always_inline __u32 socket_netns(const struct tcp_sock *tp)
 {
-	const struct sock *sk = (const struct sock *)tp;
-
-	ids->netns = sk->__sk_common.skc_net.net->ns.inum;
-	ids->cgroup = NULL;
-	ids->cgroup_id = 0;
-	/* Older kernels packed the socket's cgroup differently: leave it unknown there. */
-	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
-		ids->cgroup = sk->sk_cgrp_data.cgroup;
-	if (ids->cgroup)
-		ids->cgroup_id = ids->cgroup->kn->id;
+	return ((const struct sock *)tp)->__sk_common.skc_net.net->ns.inum;
 }
 
-/* The socket's own cgroup, never the current task's: accepted children inherit it. */
-static __always_inline void set_cgroup(struct sock_info *info, const struct sock_ids *ids)
+/* The socket's own cgroup (set at creation, inherited by accepted children), never the task's. */
+static __always_inline void set_cgroup(struct sock_info *info, const struct tcp_sock *tp)
 {
-	if (!ids->cgroup)
+	const struct sock *sk = (const struct sock *)tp;
+	struct cgroup *cg;
+
+	/* Older kernels packed the socket's cgroup differently: leave it unknown there. */
+	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
 		return;
-	info->cgroup = ids->cgroup_id;
+	cg = sk->sk_cgrp_data.cgroup;
+	if (!cg)
+		return;
+	info->cgroup = cg->kn->id;
 	info->flags |= EVENT_F_CGROUP_KNOWN;
-	if (filter_cgroup && cgroup_inside_filter(ids->cgroup))
+	if (filter_cgroup && cgroup_inside_filter(cg))
 		info->flags |= SOCK_F_CGROUP_MATCH;
 }
 
@@ -514,9 +506,9 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	int reported;
 	struct sock_info fresh = {};
 	struct sock_info *info;
-	struct sock_ids ids;
 	struct tcp_sock *tp;
 	__be16 sport;
+	__u32 netns;
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
@@ -525,7 +517,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	if (!tp)
 		return; /* not a full socket: never the case for a state change */
 	now = bpf_ktime_get_boot_ns();
-	read_sock_ids(&ids, tp);
+	netns = socket_netns(tp);
 	sport = ((struct inet_sock *)tp)->inet_sport;
 	info = bpf_sk_storage_get(&socks, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!info)
@@ -535,13 +527,13 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		/* connect() and listen() run in the owner's context; older contents are a past use. */
 		__builtin_memset(info, 0, sizeof(*info));
 		set_owner_current(info);
-		set_cgroup(info, &ids);
+		set_cgroup(info, tp);
 		info->born_ns = newstate == TCP_SYN_SENT ? now : 0;
 		info->skaddr = skaddr;
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
 		/* A new child, its storage a copy of its listener's: keep the owner only. */
 		info->flags &= EVENT_F_OWNER_KNOWN;
-		set_cgroup(info, &ids);
+		set_cgroup(info, tp);
 		info->ts_ns = now;
 		info->born_ns = now;
 		info->skaddr = skaddr;
@@ -553,7 +545,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		info->ts_ns = 0;
 		info->born_ns = 0;
 		info->skaddr = skaddr;
-		set_cgroup(info, &ids);
+		set_cgroup(info, tp);
 	}
 
 	/* Who sent the first FIN. */
@@ -565,8 +557,8 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	prev_ts = info->ts_ns;
 	if (info->flags & SOCK_F_SYN_RECV_DEFERRED) {
 		info->flags &= ~SOCK_F_SYN_RECV_DEFERRED;
-		emit(&sk->__sk_common, true, sport, ids.netns, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0, prev_ts,
-		     info, NULL);
+		emit(&sk->__sk_common, true, sport, netns, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0,
+		     prev_ts, info, NULL);
 	}
 	info->ts_ns = now;
 
@@ -582,8 +574,8 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 	/* The storage stays until the kernel frees the socket: an RST sent after the close still
 	 * finds its owner there. */
-	emit(&sk->__sk_common, true, sport, ids.netns, skaddr, tw, oldstate, reported, prev_ts, now, info,
-	     newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? tp : NULL);
+	emit(&sk->__sk_common, true, sport, netns, skaddr, tw, oldstate, reported, prev_ts, now,
+	     info, newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? tp : NULL);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -921,14 +913,12 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 	if (info->skaddr != skaddr) {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-		struct sock_ids ids;
 
 		if (!tp)
 			return 0;
-		read_sock_ids(&ids, tp);
 		__builtin_memset(info, 0, sizeof(*info));
 		info->skaddr = skaddr;
-		set_cgroup(info, &ids);
+		set_cgroup(info, tp);
 	}
 	info->pid = task->tgid;
 	__builtin_memcpy(info->comm, task->comm, TASK_COMM_LEN);
@@ -995,12 +985,8 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		}
 		if (known)
 			info = known;
-		else {
-			struct sock_ids ids;
-
-			read_sock_ids(&ids, tp);
-			set_cgroup(&fresh, &ids);
-		}
+		else
+			set_cgroup(&fresh, tp);
 	}
 	r.sport = bpf_ntohs(sport);
 	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, !owners_as_records))
