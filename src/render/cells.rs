@@ -13,6 +13,11 @@ pub fn cell(out: &mut Vec<u8>, text: &str, width: usize) {
     } else {
         text.chars().count()
     };
+    end_cell(out, shown, width);
+}
+
+/// Pads a cell of `shown` columns, just written, to `width`, and ends it with a space.
+fn end_cell(out: &mut Vec<u8>, shown: usize, width: usize) {
     out.resize(out.len() + width.saturating_sub(shown), b' ');
     out.push(b' ');
 }
@@ -50,9 +55,7 @@ pub fn millis(out: &mut Vec<u8>, us: u64) {
 pub fn millis_cell(out: &mut Vec<u8>, us: u64, width: usize) {
     let start = out.len();
     millis(out, us);
-    let written = out.len() - start;
-    out.resize(out.len() + width.saturating_sub(written), b' ');
-    out.push(b' ');
+    end_cell(out, out.len() - start, width);
 }
 
 /// Dotted-quad text of an IPv4 address, on the stack.
@@ -93,8 +96,8 @@ impl Ipv4Text {
     }
 }
 
-/// Serializes an address as its text, the IPv4 case without `core::fmt` (serde_with-style
-/// `#[serde(serialize_with = "cells::serialize_addr")]`).
+/// Serializes an address as its text, the IPv4 case without `core::fmt`; for
+/// `#[serde(serialize_with = "super::cells::serialize_addr")]` on address fields.
 pub fn serialize_addr<S: Serializer>(addr: &IpAddr, s: S) -> Result<S::Ok, S::Error> {
     match addr {
         IpAddr::V4(v4) => s.serialize_str(Ipv4Text::new(*v4).as_str()),
