@@ -283,7 +283,7 @@ impl<'obj> Tracer<'obj> {
         if tracer.parts.hooks {
             // After attaching, so that no socket opened in between is missed.
             let (_link, mut iter) = tracer.start_owner_iter()?;
-            read_iter(&mut iter, "reading the owners of existing sockets")?;
+            read_iter(&mut iter, OWNERS_READ)?;
         }
         Ok(tracer)
     }
@@ -328,28 +328,15 @@ impl<'obj> Tracer<'obj> {
         }
         .context("starting the BPF tcp iterator")?;
         if self.parts.hooks {
-            let bytes = read_iter(&mut iter, "reading the sockets from the BPF tcp iterator")?;
-            return decode_sockets(&bytes);
+            return read_sockets(&mut iter);
         }
         // Without hooks the owners come from a walk of every task's files, as `ss -p` does it:
         // the two walks are independent, so they run at the same time.
         let (_owner_link, mut owner_iter) = self.start_owner_iter()?;
         let (owners, sockets) = std::thread::scope(|scope| {
-            let owners = scope.spawn(move || {
-                let records = read_iter(&mut owner_iter, "reading the owners of existing sockets")?;
-                // A socket several processes hold goes to the first found.
-                let mut owners = HashMap::with_capacity(records.len() / OWNER_RECORD_SIZE);
-                for (skaddr, owner) in records
-                    .chunks_exact(OWNER_RECORD_SIZE)
-                    .filter_map(event::decode_owner)
-                {
-                    owners.entry(skaddr).or_insert(owner);
-                }
-                Ok(owners)
-            });
-            let sockets = read_iter(&mut iter, "reading the sockets from the BPF tcp iterator")
-                .and_then(|bytes| decode_sockets(&bytes));
-            let owners: Result<HashMap<u64, Owner>> = owners
+            let owners = scope.spawn(move || read_owners(&mut owner_iter));
+            let sockets = read_sockets(&mut iter);
+            let owners = owners
                 .join()
                 .unwrap_or_else(|_| Err(anyhow!("the task_file iterator's reader panicked")));
             (owners, sockets)
@@ -522,6 +509,8 @@ fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<libbpf_rs::libbpf_sys::b
     (ret == 0).then_some(info)
 }
 
+const OWNERS_READ: &str = "reading the owners of existing sockets";
+
 /// Runs a BPF iterator to its end and returns what it wrote.
 fn read_iter(iter: &mut libbpf_rs::Iter, what: &'static str) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -529,11 +518,26 @@ fn read_iter(iter: &mut libbpf_rs::Iter, what: &'static str) -> Result<Vec<u8>> 
     Ok(bytes)
 }
 
-fn decode_sockets(bytes: &[u8]) -> Result<Vec<Socket>> {
-    bytes
+/// Runs the tcp iterator and decodes the sockets it wrote.
+fn read_sockets(iter: &mut libbpf_rs::Iter) -> Result<Vec<Socket>> {
+    read_iter(iter, "reading the sockets from the BPF tcp iterator")?
         .chunks_exact(SOCKET_RECORD_SIZE)
         .map(event::decode_socket)
         .collect()
+}
+
+/// Runs the task_file iterator in records mode and returns the owners it found, by socket.
+fn read_owners(iter: &mut libbpf_rs::Iter) -> Result<HashMap<u64, Owner>> {
+    let records = read_iter(iter, OWNERS_READ)?;
+    // A socket several processes hold goes to the first found.
+    let mut owners = HashMap::with_capacity(records.len() / OWNER_RECORD_SIZE);
+    for (skaddr, owner) in records
+        .chunks_exact(OWNER_RECORD_SIZE)
+        .filter_map(event::decode_owner)
+    {
+        owners.entry(skaddr).or_insert(owner);
+    }
+    Ok(owners)
 }
 
 fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
