@@ -1,7 +1,6 @@
 //! The BPF side from user space: configure, load and attach the program, read its ring buffer
 //! and its loss counters.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
@@ -13,6 +12,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, OpenObject, PrintLevel, RingBuffer, RingBufferBuilder};
 
 use nix::sched::{setns, CloneFlags};
+use rustc_hash::FxHashMap;
 
 use crate::config::{Events, Filters};
 use crate::event::{self, Owner, Socket, OWNER_RECORD_SIZE, SOCKET_RECORD_SIZE};
@@ -283,7 +283,8 @@ impl<'obj> Tracer<'obj> {
         if tracer.parts.hooks {
             // After attaching, so that no socket opened in between is missed.
             let (_link, mut iter) = tracer.start_owner_iter()?;
-            read_iter(&mut iter, OWNERS_READ)?;
+            // Nothing is written out: the owners go into socket storage.
+            read_records(&mut iter, OWNER_RECORD_SIZE, OWNERS_READ, |_| Ok(()))?;
         }
         Ok(tracer)
     }
@@ -511,32 +512,63 @@ fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<libbpf_rs::libbpf_sys::b
 
 const OWNERS_READ: &str = "reading the owners of existing sockets";
 
-/// Runs a BPF iterator to its end and returns what it wrote.
-fn read_iter(iter: &mut libbpf_rs::Iter, what: &'static str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    iter.read_to_end(&mut bytes).context(what)?;
-    Ok(bytes)
+/// Runs a BPF iterator to its end, handing each `size`-byte record it writes to `each` as it
+/// comes: the records of 100,000 sockets need not be held at once.
+fn read_records(
+    iter: &mut libbpf_rs::Iter,
+    size: usize,
+    what: &'static str,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![0; 64 * 1024];
+    let mut filled = 0;
+    loop {
+        let n = match iter.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err).context(what),
+        };
+        filled += n;
+        let whole = filled - filled % size;
+        for record in buf[..whole].chunks_exact(size) {
+            each(record)?;
+        }
+        // A read may end inside a record: keep its start for the next.
+        buf.copy_within(whole..filled, 0);
+        filled -= whole;
+    }
+    if filled != 0 {
+        anyhow::bail!("{what}: the iterator ended inside a record");
+    }
+    Ok(())
 }
 
 /// Runs the tcp iterator and decodes the sockets it wrote.
 fn read_sockets(iter: &mut libbpf_rs::Iter) -> Result<Vec<Socket>> {
-    read_iter(iter, "reading the sockets from the BPF tcp iterator")?
-        .chunks_exact(SOCKET_RECORD_SIZE)
-        .map(event::decode_socket)
-        .collect()
+    let mut sockets = Vec::new();
+    read_records(
+        iter,
+        SOCKET_RECORD_SIZE,
+        "reading the sockets from the BPF tcp iterator",
+        |record| {
+            sockets.push(event::decode_socket(record)?);
+            Ok(())
+        },
+    )?;
+    Ok(sockets)
 }
 
 /// Runs the task_file iterator in records mode and returns the owners it found, by socket.
-fn read_owners(iter: &mut libbpf_rs::Iter) -> Result<HashMap<u64, Owner>> {
-    let records = read_iter(iter, OWNERS_READ)?;
-    // A socket several processes hold goes to the first found.
-    let mut owners = HashMap::with_capacity(records.len() / OWNER_RECORD_SIZE);
-    for (skaddr, owner) in records
-        .chunks_exact(OWNER_RECORD_SIZE)
-        .filter_map(event::decode_owner)
-    {
-        owners.entry(skaddr).or_insert(owner);
-    }
+fn read_owners(iter: &mut libbpf_rs::Iter) -> Result<FxHashMap<u64, Owner>> {
+    let mut owners = FxHashMap::default();
+    read_records(iter, OWNER_RECORD_SIZE, OWNERS_READ, |record| {
+        if let Some((skaddr, owner)) = event::decode_owner(record) {
+            // A socket several processes hold goes to the first found.
+            owners.entry(skaddr).or_insert(owner);
+        }
+        Ok(())
+    })?;
     Ok(owners)
 }
 

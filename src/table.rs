@@ -1,8 +1,10 @@
 //! The live connection table: seeded once from the sockets that exist, then kept current by the
 //! transition stream, so no re-scan is needed between snapshots.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use crate::event::{Owner, Socket, SocketInfo, Transition};
 use crate::tcp_state::TcpState;
@@ -75,7 +77,8 @@ impl Conn {
 /// transitions counted since the last snapshot.
 #[derive(Debug, Default)]
 pub struct ConnTable {
-    conns: HashMap<u64, Conn>,
+    /// Keys are kernel addresses, not chosen by an adversary: a fast hash, not SipHash.
+    conns: FxHashMap<u64, Conn>,
     transitions: BTreeMap<(TcpState, TcpState), u64>,
     /// Only sockets in these states are kept (bit per state); 0 keeps all.
     state_mask: u32,
