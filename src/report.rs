@@ -2,6 +2,7 @@
 //! the answers to an operator's usual questions (who holds CLOSE_WAIT, where TIME_WAIT piles up).
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::alerts::Alert;
@@ -64,28 +65,22 @@ impl<'a> Report<'a> {
         now_ns: u64,
         interval: Duration,
     ) -> Report<'a> {
-        // Listeners first, then by state and addresses. Keys are copied next to the references:
-        // comparing through them would miss the cache on every step with 100,000 sockets.
-        let mut keyed: Vec<_> = table
-            .conns()
-            .map(|c| {
-                let key = (
-                    c.state != TcpState::Listen,
-                    c.state,
-                    c.local,
-                    c.local_port,
-                    c.remote,
-                    c.remote_port,
-                );
-                (key, c)
-            })
-            .collect();
-        keyed.sort_by_key(|a| a.0);
+        // Listeners first, then by state and addresses. Keys are plain integers copied next to
+        // the references: comparing through them would miss the cache on every step with
+        // 100,000 sockets. The socket's address breaks ties (SO_REUSEPORT listeners), so an
+        // unstable sort gives the same order every time.
+        let mut keyed: Vec<_> = table.conns().map(|c| (order_key(c), c)).collect();
+        keyed.sort_unstable_by_key(|a| a.0);
         let conns: Vec<&Conn> = keyed.into_iter().map(|(_, c)| c).collect();
-        let mut counts = BTreeMap::new();
+        let mut per_state = [0u64; TcpState::ALL.len()];
         for c in &conns {
-            *counts.entry(c.state).or_insert(0) += 1;
+            per_state[c.state as usize - 1] += 1;
         }
+        let counts = TcpState::ALL
+            .into_iter()
+            .zip(per_state)
+            .filter(|(_, n)| *n > 0)
+            .collect();
         Report {
             time,
             now_ns,
@@ -105,6 +100,30 @@ impl<'a> Report<'a> {
     pub fn total(&self) -> u64 {
         self.counts.values().sum()
     }
+}
+
+/// An address as a number that orders as IpAddr does: every IPv4 address before every IPv6 one.
+fn address_key(addr: IpAddr) -> (bool, u128) {
+    match addr {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
+/// Where a connection goes in a snapshot: listeners first, then by state, local endpoint,
+/// remote endpoint, and socket.
+type OrderKey = (bool, TcpState, (bool, u128), u16, (bool, u128), u16, u64);
+
+fn order_key(c: &Conn) -> OrderKey {
+    (
+        c.state != TcpState::Listen,
+        c.state,
+        address_key(c.local),
+        c.local_port,
+        address_key(c.remote),
+        c.remote_port,
+        c.skaddr,
+    )
 }
 
 fn close_wait_holders(conns: &[&Conn], now_ns: u64) -> Vec<Holder> {
@@ -134,24 +153,42 @@ fn pattern(conns: &[&Conn], state: TcpState) -> Option<Pattern> {
     if matching.is_empty() {
         return None;
     }
-    let top = |key: &dyn Fn(&Conn) -> String| -> Vec<(String, u64)> {
-        let mut groups: HashMap<String, u64> = HashMap::new();
-        for c in &matching {
-            *groups.entry(key(c)).or_default() += 1;
-        }
-        let mut groups: Vec<(String, u64)> = groups.into_iter().collect();
-        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        groups.truncate(TOP);
-        groups
-    };
-    let remote = top(&|c| endpoint(c.remote, c.remote_port));
-    let local = top(&|c| c.local_port.to_string());
+    let remote = top_groups(
+        matching.iter().map(|c| (c.remote, c.remote_port)),
+        |(addr, port)| endpoint(addr, port),
+    );
+    let local = top_groups(matching.iter().map(|c| c.local_port), |port| {
+        port.to_string()
+    });
     let (by, groups) = if local[0].1 > remote[0].1 {
         (Grouping::LocalPort, local)
     } else {
         (Grouping::RemoteEndpoint, remote)
     };
     Some(Pattern { by, groups })
+}
+
+/// The TOP largest groups of `keys`, largest first, then by name; only they are named.
+fn top_groups<K: std::hash::Hash + Eq + Copy>(
+    keys: impl Iterator<Item = K>,
+    name: impl Fn(K) -> String,
+) -> Vec<(String, u64)> {
+    let mut counts: HashMap<K, u64> = HashMap::new();
+    for key in keys {
+        *counts.entry(key).or_default() += 1;
+    }
+    let mut counts: Vec<(K, u64)> = counts.into_iter().collect();
+    // Largest first; among equal counts the names decide, so name the ones that could be in.
+    counts.sort_unstable_by_key(|g| std::cmp::Reverse(g.1));
+    let cut = counts.get(TOP.saturating_sub(1)).map_or(0, |g| g.1);
+    let mut groups: Vec<(String, u64)> = counts
+        .into_iter()
+        .take_while(|g| g.1 >= cut)
+        .map(|(key, n)| (name(key), n))
+        .collect();
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    groups.truncate(TOP);
+    groups
 }
 
 /// `addr:port`, with brackets around IPv6 addresses as `ss` writes them.
@@ -251,5 +288,26 @@ mod tests {
     #[test]
     fn ipv6_endpoints_are_bracketed() {
         assert_eq!(endpoint("::1".parse().unwrap(), 443), "[::1]:443");
+    }
+
+    #[test]
+    fn address_keys_order_as_addresses_do() {
+        let mut addrs: Vec<IpAddr> = [
+            "::ffff:1.2.3.4",
+            "10.0.0.1",
+            "::1",
+            "0.0.0.0",
+            "fe80::1",
+            "255.255.255.255",
+            "::",
+            "127.0.0.1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let mut by_key = addrs.clone();
+        by_key.sort_by_key(|a| address_key(*a));
+        addrs.sort();
+        assert_eq!(by_key, addrs);
     }
 }
