@@ -321,7 +321,7 @@ pub(crate) fn wait_for_records(ring: &libbpf_rs::RingBuffer<'_>, timeout: Durati
     Ok(())
 }
 
-pub(crate) fn write_out(out: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<()> {
+fn write_out(out: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<()> {
     if !buf.is_empty() {
         out.write_all(buf)?;
         out.flush()?;

@@ -1,6 +1,6 @@
 //! Snapshot renderers: a netstat-like text table, JSON lines and CSV rows.
 
-use std::io::Write;
+use std::io::{self, Write};
 
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 use serde::ser::SerializeMap;
@@ -16,8 +16,10 @@ use crate::table::{Age, Conn};
 use crate::tcp_state::TcpState;
 
 /// One output format for snapshots.
+/// Each writes straight to `out` (buffered by the caller): a snapshot of 100,000 connections
+/// is tens of megabytes, which need not be held in memory at once.
 pub trait SnapshotRenderer {
-    fn snapshot(&mut self, out: &mut Vec<u8>, report: &Report<'_>);
+    fn snapshot(&mut self, out: &mut dyn Write, report: &Report<'_>) -> io::Result<()>;
 }
 
 /// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h07m`, `3d04h`.
@@ -88,7 +90,7 @@ impl SnapshotText {
         }
     }
 
-    fn table(&self, out: &mut Vec<u8>, report: &Report<'_>) {
+    fn table(&self, out: &mut dyn Write, report: &Report<'_>) -> io::Result<()> {
         let mut header = vec![
             "Proto",
             "Local Address",
@@ -136,8 +138,7 @@ impl SnapshotText {
             } else {
                 table.enforce_styling();
             }
-            let _ = writeln!(out, "{table}");
-            return;
+            return writeln!(out, "{table}");
         }
         let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
         for row in &rows {
@@ -145,7 +146,7 @@ impl SnapshotText {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let mut line = |cells: &[&str]| {
+        let mut line = |cells: &[&str]| -> io::Result<()> {
             let mut text = String::new();
             for (i, cell) in cells.iter().enumerate() {
                 if i + 1 == cells.len() {
@@ -154,12 +155,13 @@ impl SnapshotText {
                     text.push_str(&format!("{:<width$}  ", cell, width = widths[i]));
                 }
             }
-            let _ = writeln!(out, "{}", text.trim_end());
+            writeln!(out, "{}", text.trim_end())
         };
-        line(&header);
+        line(&header)?;
         for row in &rows {
-            line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+            line(&row.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
+        Ok(())
     }
 }
 
@@ -221,9 +223,9 @@ fn pattern_text(name: &str, pattern: &Pattern) -> String {
 }
 
 impl SnapshotRenderer for SnapshotText {
-    fn snapshot(&mut self, out: &mut Vec<u8>, r: &Report<'_>) {
+    fn snapshot(&mut self, out: &mut dyn Write, r: &Report<'_>) -> io::Result<()> {
         let counts: Vec<String> = r.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
-        let _ = writeln!(
+        writeln!(
             out,
             "{}  {} socket{}{}{}  lost {}",
             humantime::format_rfc3339_seconds(r.time),
@@ -232,16 +234,16 @@ impl SnapshotRenderer for SnapshotText {
             if counts.is_empty() { "" } else { ": " },
             counts.join(", "),
             r.lost
-        );
+        )?;
         if !self.summary {
-            self.table(out, r);
+            self.table(out, r)?;
         }
         let transitions: Vec<String> = r
             .transitions
             .iter()
             .map(|((a, b), n)| format!("{a}->{b} {n}"))
             .collect();
-        let _ = writeln!(
+        writeln!(
             out,
             "Transitions in the last {}: {}",
             humantime::format_duration(r.interval),
@@ -250,7 +252,7 @@ impl SnapshotRenderer for SnapshotText {
             } else {
                 transitions.join(", ")
             }
-        );
+        )?;
         if !r.close_wait.is_empty() {
             let holders: Vec<String> = r
                 .close_wait
@@ -262,20 +264,20 @@ impl SnapshotRenderer for SnapshotText {
                     format!("{} {}{}", owner_text(h.owner), h.count, oldest)
                 })
                 .collect();
-            let _ = writeln!(out, "CLOSE_WAIT held by: {}", holders.join(", "));
+            writeln!(out, "CLOSE_WAIT held by: {}", holders.join(", "))?;
         }
         for (name, pattern) in [("TIME_WAIT", &r.time_wait), ("FIN_WAIT2", &r.fin_wait2)] {
             if let Some(p) = pattern {
-                let _ = writeln!(out, "{}", pattern_text(name, p));
+                writeln!(out, "{}", pattern_text(name, p))?;
             }
         }
         if let Some(ended) = ended_text(r) {
-            let _ = writeln!(out, "{ended}");
+            writeln!(out, "{ended}")?;
         }
         for alert in &r.alerts {
-            let _ = writeln!(out, "{}", alert_text(alert));
+            writeln!(out, "{}", alert_text(alert))?;
         }
-        let _ = writeln!(out);
+        writeln!(out)
     }
 }
 
@@ -468,8 +470,9 @@ impl<'a> PatternRecord<'a> {
     }
 }
 
+/// A snapshot's fields before its connections.
 #[derive(Serialize)]
-struct SnapshotRecord<'a> {
+struct SnapshotHead<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     time: Rfc3339Micros,
@@ -477,8 +480,11 @@ struct SnapshotRecord<'a> {
     counts: Counts<'a>,
     transitions: TransitionCounts<'a>,
     lost: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    connections: Option<ConnList<'a>>,
+}
+
+/// A snapshot's fields after its connections.
+#[derive(Serialize)]
+struct SnapshotTail<'a> {
     close_wait: Vec<HolderRecord<'a>>,
     time_wait: Option<PatternRecord<'a>>,
     fin_wait2: Option<PatternRecord<'a>>,
@@ -487,22 +493,51 @@ struct SnapshotRecord<'a> {
     alerts: Vec<AlertRecord<'a>>,
 }
 
-/// A snapshot's connections, each made into a record as it is written: with 100,000
-/// connections, collecting the records first cost more than writing them.
-struct ConnList<'a> {
-    conns: &'a [&'a Conn],
-    now_ns: u64,
-    info: bool,
-}
+/// Below this many connections per thread, one thread writes them all: a thread costs more
+/// than it saves.
+const CONNS_PER_THREAD: usize = 20_000;
 
-impl Serialize for ConnList<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.conns
-                .iter()
-                .map(|c| ConnRecord::new(c, self.now_ns, self.info)),
-        )
-    }
+/// The connections as JSON objects separated by commas. A long list is cut into parts written
+/// on several threads at once, then put out in order: with 100,000 connections, writing them
+/// was most of the time a snapshot took.
+fn write_conns(out: &mut impl Write, conns: &[&Conn], now_ns: u64, info: bool) -> io::Result<()> {
+    let write = |out: &mut dyn Write, part: &[&Conn]| -> io::Result<()> {
+        for (i, c) in part.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, &ConnRecord::new(c, now_ns, info))?;
+        }
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(conns.len() / CONNS_PER_THREAD)
+        .max(1);
+    let mut parts = conns.chunks(conns.len().div_ceil(threads).max(1));
+    let Some(first) = parts.next() else {
+        return Ok(());
+    };
+    std::thread::scope(|scope| {
+        // The other parts into memory, each on a thread of its own; the first straight out.
+        let others: Vec<_> = parts
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut buf = Vec::with_capacity(part.len() * 256);
+                    write(&mut buf, part).map(|()| buf)
+                })
+            })
+            .collect();
+        write(out, first)?;
+        for other in others {
+            let buf = other
+                .join()
+                .map_err(|_| io::Error::other("a snapshot writer thread panicked"))??;
+            out.write_all(b",")?;
+            out.write_all(&buf)?;
+        }
+        Ok(())
+    })
 }
 
 /// JSON: one object per snapshot per line.
@@ -523,19 +558,16 @@ impl SnapshotJson {
 }
 
 impl SnapshotRenderer for SnapshotJson {
-    fn snapshot(&mut self, out: &mut Vec<u8>, r: &Report<'_>) {
-        let record = SnapshotRecord {
+    fn snapshot(&mut self, out: &mut dyn Write, r: &Report<'_>) -> io::Result<()> {
+        let head = serde_json::to_vec(&SnapshotHead {
             kind: "snapshot",
             time: Rfc3339Micros(r.time),
             interval_ms: r.interval.as_millis(),
             counts: Counts(&r.counts),
             transitions: TransitionCounts(&r.transitions),
             lost: r.lost,
-            connections: (!self.summary).then_some(ConnList {
-                conns: &r.conns,
-                now_ns: r.now_ns,
-                info: self.info,
-            }),
+        })?;
+        let tail = serde_json::to_vec(&SnapshotTail {
             close_wait: r.close_wait.iter().map(HolderRecord::new).collect(),
             time_wait: r.time_wait.as_ref().map(PatternRecord::new),
             fin_wait2: r.fin_wait2.as_ref().map(PatternRecord::new),
@@ -545,10 +577,22 @@ impl SnapshotRenderer for SnapshotJson {
                 .iter()
                 .map(|a| AlertRecord::new(a, &self.clock))
                 .collect(),
-        };
-        if serde_json::to_writer(&mut *out, &record).is_ok() {
-            out.push(b'\n');
+        })?;
+        // serde_json writes in small pieces: buffer them here, where the writes are inlined,
+        // rather than make a dynamic call for each.
+        let mut out = io::BufWriter::with_capacity(1 << 16, out);
+        // One object: the head's fields, the connections, the tail's fields. Each part was
+        // written as an object of its own; the braces between them are left out.
+        out.write_all(head.strip_suffix(b"}").unwrap_or(&head))?;
+        if !self.summary {
+            out.write_all(br#","connections":["#)?;
+            write_conns(&mut out, &r.conns, r.now_ns, self.info)?;
+            out.write_all(b"]")?;
         }
+        out.write_all(b",")?;
+        out.write_all(tail.strip_prefix(b"{").unwrap_or(&tail))?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 }
 
@@ -569,7 +613,7 @@ impl SnapshotCsv {
 }
 
 impl SnapshotRenderer for SnapshotCsv {
-    fn snapshot(&mut self, out: &mut Vec<u8>, r: &Report<'_>) {
+    fn snapshot(&mut self, out: &mut dyn Write, r: &Report<'_>) -> io::Result<()> {
         let time = humantime::format_rfc3339_micros(r.time).to_string();
         let mut writer = csv::WriterBuilder::new()
             .has_headers(!self.header_written)
@@ -579,13 +623,21 @@ impl SnapshotRenderer for SnapshotCsv {
                 time: Some(&time),
                 ..ConnRecord::new(c, r.now_ns, self.info)
             };
-            if writer.serialize(row).is_err() {
-                return;
-            }
+            writer.serialize(row).map_err(csv_io_error)?;
             self.header_written = true;
         }
-        let _ = writer.flush();
+        writer.flush()
     }
+}
+
+/// The csv crate's error as an io::Error that keeps the kind of a failed write (a closed pipe
+/// must still read as one).
+fn csv_io_error(err: csv::Error) -> io::Error {
+    let kind = match err.kind() {
+        csv::ErrorKind::Io(e) => e.kind(),
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, err.to_string())
 }
 
 #[cfg(test)]
@@ -638,7 +690,9 @@ mod tests {
     fn piped_text_golden() {
         let t = table();
         let mut out = Vec::new();
-        SnapshotText::new(false, false, false, false).snapshot(&mut out, &report(&t));
+        SnapshotText::new(false, false, false, false)
+            .snapshot(&mut out, &report(&t))
+            .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "2023-11-14T22:13:20Z  3 sockets: ESTABLISHED 1, CLOSE_WAIT 1, LISTEN 1  lost 0\n\
@@ -656,7 +710,9 @@ mod tests {
     fn summary_text_has_no_table() {
         let t = table();
         let mut out = Vec::new();
-        SnapshotText::new(false, false, true, false).snapshot(&mut out, &report(&t));
+        SnapshotText::new(false, false, true, false)
+            .snapshot(&mut out, &report(&t))
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("Proto"));
         assert!(text.starts_with("2023-11-14T22:13:20Z  3 sockets: "));
@@ -666,12 +722,16 @@ mod tests {
     fn terminal_text_uses_a_table_and_colour_only_when_asked() {
         let t = table();
         let mut plain = Vec::new();
-        SnapshotText::new(true, false, false, false).snapshot(&mut plain, &report(&t));
+        SnapshotText::new(true, false, false, false)
+            .snapshot(&mut plain, &report(&t))
+            .unwrap();
         let plain = String::from_utf8(plain).unwrap();
         assert!(plain.contains("│ tcp6  ┆ [::1]:80"), "{plain}");
         assert!(!plain.contains('\x1b'));
         let mut colored = Vec::new();
-        SnapshotText::new(true, true, false, false).snapshot(&mut colored, &report(&t));
+        SnapshotText::new(true, true, false, false)
+            .snapshot(&mut colored, &report(&t))
+            .unwrap();
         assert!(String::from_utf8(colored).unwrap().contains('\x1b'));
     }
 
@@ -680,7 +740,8 @@ mod tests {
         let t = table();
         let mut out = Vec::new();
         SnapshotJson::new(false, false, crate::render::fixtures::clock())
-            .snapshot(&mut out, &report(&t));
+            .snapshot(&mut out, &report(&t))
+            .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             concat!(
@@ -703,8 +764,8 @@ mod tests {
         let t = table();
         let mut renderer = SnapshotCsv::default();
         let mut out = Vec::new();
-        renderer.snapshot(&mut out, &report(&t));
-        renderer.snapshot(&mut out, &report(&t));
+        renderer.snapshot(&mut out, &report(&t)).unwrap();
+        renderer.snapshot(&mut out, &report(&t)).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 7, "one header, then three rows per snapshot");
@@ -717,5 +778,58 @@ mod tests {
             "2023-11-14T22:13:20.000000Z,ipv6,::1,80,::1,5000,ESTABLISHED,,,,74500.0,7,1"
         );
         assert_eq!(lines[4], lines[1]);
+    }
+
+    /// Fails every write as a closed pipe does.
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_pipe_is_reported_as_one_by_every_format() {
+        let t = table();
+        let renderers: [Box<dyn SnapshotRenderer>; 3] = [
+            Box::new(SnapshotText::new(false, false, false, false)),
+            Box::new(SnapshotJson::new(
+                false,
+                false,
+                crate::render::fixtures::clock(),
+            )),
+            Box::new(SnapshotCsv::default()),
+        ];
+        for mut renderer in renderers {
+            let err = renderer.snapshot(&mut ClosedPipe, &report(&t)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        }
+    }
+
+    #[test]
+    fn a_long_connection_list_written_in_parts_is_whole_and_in_order() {
+        let mut t = ConnTable::new(0);
+        let count = 3 * CONNS_PER_THREAD + 7;
+        t.seed((0..count as u64).map(|sk| {
+            let mut s = socket(sk + 1, Established, 1_000);
+            s.local_port = (sk % 60_000) as u16;
+            s.remote_port = (sk / 60_000) as u16;
+            s
+        }));
+        let r = report(&t);
+        let mut out = Vec::new();
+        write_conns(&mut out, &r.conns, r.now_ns, false).unwrap();
+        let records: Vec<String> = r
+            .conns
+            .iter()
+            .map(|c| serde_json::to_string(&ConnRecord::new(c, r.now_ns, false)).unwrap())
+            .collect();
+        assert_eq!(String::from_utf8(out).unwrap(), records.join(","));
+        assert_eq!(records.len(), count);
     }
 }
