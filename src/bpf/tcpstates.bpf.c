@@ -471,7 +471,7 @@ static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 
 	if (BPF_CORE_READ(sk, __sk_common.skc_nulls_node.pprev))
 		return 0;
-	if (bpf_core_field_exists(struct inet_timewait_death_row, hashinfo))
+	if (bpf_core_field_exists(struct net, ipv4.tcp_death_row.hashinfo))
 		hashinfo = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.tcp_death_row.hashinfo);
 	if (!hashinfo)
 		hashinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
@@ -479,8 +479,9 @@ static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 		return 0;
 	index = BPF_CORE_READ(sk, __sk_common.skc_hash) & BPF_CORE_READ(hashinfo, ehash_mask);
 	bucket = (void *)BPF_CORE_READ(hashinfo, ehash) +
-		 index * bpf_core_type_size(struct inet_ehash_bucket);
-	node = BPF_CORE_READ(bucket, chain.first);
+		 index * sizeof(struct inet_ehash_bucket);
+	/* Not CO-RE reads: these list types are the same in every kernel (vmlinux_core.h). */
+	bpf_probe_read_kernel(&node, sizeof(node), &bucket->chain.first);
 	for (int i = 0; i < TW_BUCKET_SCAN; i++) {
 		__u64 tw;
 
@@ -494,7 +495,7 @@ static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 									  twsk_prot, twsk_slab);
 			return tw;
 		}
-		node = BPF_CORE_READ(node, next);
+		bpf_probe_read_kernel(&node, sizeof(node), &node->next);
 	}
 	return 0;
 }

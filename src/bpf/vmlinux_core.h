@@ -62,14 +62,12 @@ enum {
 	TCP_MAX_STATES,
 };
 
-#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
-
-struct kmem_cache;
-
-struct ns_common {
-	unsigned int inum;
-};
-
+/*
+ * Declared without CO-RE: libbpf searches the kernel's BTF for every type a relocation starts
+ * from, which is most of the time tcpstates takes to start. These layouts have not changed
+ * since they were introduced, and the kernel checks every access to them.
+ */
+/* include/linux/list_nulls.h and include/net/inet_hashtables.h */
 struct hlist_nulls_node {
 	struct hlist_nulls_node *next, **pprev;
 };
@@ -80,6 +78,37 @@ struct hlist_nulls_head {
 
 struct inet_ehash_bucket {
 	struct hlist_nulls_head chain;
+};
+
+/* Iterator contexts and metadata (include/linux/bpf.h, kernel/bpf/task_iter.c, net/ipv4/tcp_ipv4.c):
+ * each pointer takes 8 bytes (__bpf_md_ptr). */
+struct seq_file;
+struct task_struct;
+struct file;
+struct sock_common;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+};
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+};
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
+};
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct kmem_cache;
+
+struct ns_common {
+	unsigned int inum;
 };
 
 struct inet_hashinfo {
@@ -203,17 +232,6 @@ struct task_struct {
 	char comm[16];
 };
 
-struct seq_file;
-
-struct bpf_iter_meta {
-	struct seq_file *seq;
-};
-
-struct bpf_iter__tcp {
-	struct bpf_iter_meta *meta;
-	struct sock_common *sk_common;
-};
-
 struct minmax_sample {
 	__u32 t;
 	__u32 v;
@@ -242,13 +260,6 @@ struct tcp_sock {
 
 struct tcp_timewait_sock {
 	struct inet_timewait_sock tw_sk;
-};
-
-struct bpf_iter__task_file {
-	struct bpf_iter_meta *meta;
-	struct task_struct *task;
-	__u32 fd;
-	struct file *file;
 };
 
 #pragma clang attribute pop
