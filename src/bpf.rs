@@ -303,9 +303,14 @@ impl<'obj> Tracer<'obj> {
         Ok((link, iter))
     }
 
-    /// Every TCP socket that exists now, read by the iter/tcp program in the network namespace
-    /// `netns` (an open namespace file), or in the caller's own when None.
-    pub fn dump_sockets(&self, netns: Option<&File>) -> Result<Vec<Socket>> {
+    /// Hands `each` every TCP socket that exists now, read by the iter/tcp program in the
+    /// network namespace `netns` (an open namespace file), or in the caller's own when None.
+    /// `each` may run on another thread.
+    pub fn dump_sockets(
+        &self,
+        netns: Option<&File>,
+        mut each: impl FnMut(Socket) + Send,
+    ) -> Result<()> {
         let link = self.skel.progs.dump_sockets.attach().map_err(|err| {
             anyhow!(
                 "starting the BPF tcp iterator failed: {err}{}",
@@ -329,34 +334,45 @@ impl<'obj> Tracer<'obj> {
         }
         .context("starting the BPF tcp iterator")?;
         if self.parts.hooks {
-            return read_sockets(&mut iter);
+            return read_sockets(&mut iter, |batch| batch.into_iter().for_each(&mut each));
         }
-        // Without hooks the owners come from a walk of every task's files, as `ss -p` does it:
-        // the two walks are independent, so they run at the same time.
+        // Without hooks the owners come from a walk of every task's files, as `ss -p` does it.
+        // The two walks are independent, so they run at the same time; the task_file walk is
+        // the shorter, and its thread then joins owners to the sockets read meanwhile and hands
+        // them on, while the tcp walk goes on.
         let (_owner_link, mut owner_iter) = self.start_owner_iter()?;
-        let (owners, sockets) = std::thread::scope(|scope| {
-            let owners = scope.spawn(move || read_owners(&mut owner_iter));
-            let sockets = read_sockets(&mut iter);
-            let owners = owners
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("the task_file iterator's reader panicked")));
-            (owners, sockets)
-        });
-        let (owners, mut sockets) = (owners?, sockets?);
-        for socket in &mut sockets {
-            // A TIME_WAIT socket has no file, so no owner of its own.
-            if socket.owner.is_none() && socket.twaddr.is_none() {
-                socket.owner = owners.get(&socket.skaddr).copied();
-            }
-        }
         let (pid, comm) = &self.owner_filters;
-        sockets.retain(|s| {
+        let wanted = |s: &Socket| {
             pid.is_none_or(|p| s.owner.is_some_and(|o| o.pid == p))
                 && comm
                     .as_deref()
                     .is_none_or(|c| s.owner.is_some_and(|o| o.comm.as_bytes() == c))
-        });
-        Ok(sockets)
+        };
+        let (batches, read) = std::sync::mpsc::channel::<Vec<Socket>>();
+        std::thread::scope(|scope| {
+            let joiner = scope.spawn(move || -> Result<()> {
+                let owners = read_owners(&mut owner_iter)?;
+                for batch in read {
+                    for mut socket in batch {
+                        // A TIME_WAIT socket has no file, so no owner of its own.
+                        if socket.owner.is_none() && socket.twaddr.is_none() {
+                            socket.owner = owners.get(&socket.skaddr).copied();
+                        }
+                        if wanted(&socket) {
+                            each(socket);
+                        }
+                    }
+                }
+                Ok(())
+            });
+            // A send fails only once the joiner has stopped on an error, which join returns.
+            let sockets = read_sockets(&mut iter, |batch| drop(batches.send(batch)));
+            drop(batches);
+            let joined = joiner
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the task_file iterator's reader panicked")));
+            sockets.and(joined)
+        })
     }
 
     /// A ring buffer reader that hands every record to `callback`.
@@ -512,8 +528,9 @@ fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<libbpf_rs::libbpf_sys::b
 
 const OWNERS_READ: &str = "reading the owners of existing sockets";
 
-/// Runs a BPF iterator to its end, handing each `size`-byte record it writes to `each` as it
-/// comes: the records of 100,000 sockets need not be held at once.
+/// Runs a BPF iterator to its end, handing the `size`-byte records it writes to `each` as they
+/// come, as many whole records at a time as one read gave: the records of 100,000 sockets need
+/// not be held at once.
 fn read_records(
     iter: &mut libbpf_rs::Iter,
     size: usize,
@@ -531,9 +548,7 @@ fn read_records(
         };
         filled += n;
         let whole = filled - filled % size;
-        for record in buf[..whole].chunks_exact(size) {
-            each(record)?;
-        }
+        each(&buf[..whole])?;
         // A read may end inside a record: keep its start for the next.
         buf.copy_within(whole..filled, 0);
         filled -= whole;
@@ -544,26 +559,31 @@ fn read_records(
     Ok(())
 }
 
-/// Runs the tcp iterator and decodes the sockets it wrote.
-fn read_sockets(iter: &mut libbpf_rs::Iter) -> Result<Vec<Socket>> {
-    let mut sockets = Vec::new();
+/// Runs the tcp iterator and hands on the sockets it wrote, a batch per read.
+fn read_sockets(iter: &mut libbpf_rs::Iter, mut each: impl FnMut(Vec<Socket>)) -> Result<()> {
     read_records(
         iter,
         SOCKET_RECORD_SIZE,
         "reading the sockets from the BPF tcp iterator",
-        |record| {
-            sockets.push(event::decode_socket(record)?);
+        |records| {
+            let batch = records
+                .chunks_exact(SOCKET_RECORD_SIZE)
+                .map(event::decode_socket)
+                .collect::<Result<_>>()?;
+            each(batch);
             Ok(())
         },
-    )?;
-    Ok(sockets)
+    )
 }
 
 /// Runs the task_file iterator in records mode and returns the owners it found, by socket.
 fn read_owners(iter: &mut libbpf_rs::Iter) -> Result<FxHashMap<u64, Owner>> {
     let mut owners = FxHashMap::default();
-    read_records(iter, OWNER_RECORD_SIZE, OWNERS_READ, |record| {
-        if let Some((skaddr, owner)) = event::decode_owner(record) {
+    read_records(iter, OWNER_RECORD_SIZE, OWNERS_READ, |records| {
+        let decoded = records
+            .chunks_exact(OWNER_RECORD_SIZE)
+            .filter_map(event::decode_owner);
+        for (skaddr, owner) in decoded {
             // A socket several processes hold goes to the first found.
             owners.entry(skaddr).or_insert(owner);
         }

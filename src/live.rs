@@ -86,7 +86,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
         };
         let mut seeded = ConnTable::new(mask);
         // Read after the hooks are attached, so no socket falls between the two.
-        seeded.seed(tracer.dump_sockets(netns_file.as_ref())?);
+        tracer.dump_sockets(netns_file.as_ref(), |s| seeded.seed_socket(s))?;
         table = Some(seeded);
     }
     let mut endpoint = listener

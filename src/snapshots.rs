@@ -82,7 +82,7 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     let ring = tracer.ring_buffer(|data| inbox.receive(data))?;
     let mut table = ConnTable::new(filters.state_mask);
     // Read after the hooks are attached, so no socket falls between the two.
-    table.seed(tracer.dump_sockets(netns_file.as_ref())?);
+    tracer.dump_sockets(netns_file.as_ref(), |s| table.seed_socket(s))?;
 
     let mut endpoint = listener
         .map(|l| Endpoint::start(l, config.metric_labels))
@@ -136,7 +136,7 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
         if now >= next {
             if info && shown > 0 {
                 // Figures as they are now, for every connection still there.
-                table.refresh_info(tracer.dump_sockets(netns_file.as_ref())?);
+                tracer.dump_sockets(netns_file.as_ref(), |s| table.refresh_info(&s))?;
             }
             let now_ns = Clock::boot_now_ns();
             let transitions = table.take_transitions();

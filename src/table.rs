@@ -98,32 +98,33 @@ impl ConnTable {
 
     /// Adds the sockets that exist now.
     pub fn seed(&mut self, sockets: impl IntoIterator<Item = Socket>) {
-        let sockets = sockets.into_iter();
-        self.conns.reserve(sockets.size_hint().0);
-        for s in sockets {
-            if !self.keeps(s.state) {
-                continue;
-            }
-            let key = s.twaddr.unwrap_or(s.skaddr);
-            self.conns.insert(
-                key,
-                Conn {
-                    skaddr: s.skaddr,
-                    local: s.local,
-                    local_port: s.local_port,
-                    remote: s.remote,
-                    remote_port: s.remote_port,
-                    state: s.state,
-                    owner: s.owner,
-                    cgroup: s.cgroup,
-                    netns: s.netns,
-                    since_ns: s.since_ns,
-                    idle: s.idle_ns.map(|idle| (idle, s.read_ns)),
-                    read_ns: s.read_ns,
-                    info: Some(s.info),
-                },
-            );
+        sockets.into_iter().for_each(|s| self.seed_socket(s));
+    }
+
+    /// Adds a socket that exists now.
+    pub fn seed_socket(&mut self, s: Socket) {
+        if !self.keeps(s.state) {
+            return;
         }
+        let key = s.twaddr.unwrap_or(s.skaddr);
+        self.conns.insert(
+            key,
+            Conn {
+                skaddr: s.skaddr,
+                local: s.local,
+                local_port: s.local_port,
+                remote: s.remote,
+                remote_port: s.remote_port,
+                state: s.state,
+                owner: s.owner,
+                cgroup: s.cgroup,
+                netns: s.netns,
+                since_ns: s.since_ns,
+                idle: s.idle_ns.map(|idle| (idle, s.read_ns)),
+                read_ns: s.read_ns,
+                info: Some(s.info),
+            },
+        );
     }
 
     /// Applies one transition and counts it.
@@ -194,13 +195,11 @@ impl ConnTable {
         );
     }
 
-    /// Updates the figures of the sockets read again by the iterator.
-    pub fn refresh_info(&mut self, sockets: impl IntoIterator<Item = Socket>) {
-        for s in sockets {
-            if let Some(conn) = self.conns.get_mut(&s.twaddr.unwrap_or(s.skaddr)) {
-                if conn.state == s.state {
-                    conn.info = Some(s.info);
-                }
+    /// Updates the figures of a socket read again by the iterator.
+    pub fn refresh_info(&mut self, s: &Socket) {
+        if let Some(conn) = self.conns.get_mut(&s.twaddr.unwrap_or(s.skaddr)) {
+            if conn.state == s.state {
+                conn.info = Some(s.info);
             }
         }
     }

@@ -168,6 +168,24 @@ fn existing_sockets_appear_with_owners_and_counts_agree_with_ss() {
         serde_json::json!({"key": "127.0.0.1:8080", "count": 2})
     );
 
+    // Owner filters, which a one-shot snapshot applies once the owners are read.
+    let leaky_pid = leaky.pid.to_string();
+    let only_leaky = &one_shot_json(&ns, &["-p", &leaky_pid])[0];
+    let conns = only_leaky["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{only_leaky}");
+    assert!(
+        conns.iter().all(|c| pid(c) == Some(leaky.pid)),
+        "{only_leaky}"
+    );
+    let nobody = &one_shot_json(&ns, &["--comm", "not_tcp_peer"])[0];
+    assert_eq!(nobody["connections"], serde_json::json!([]), "{nobody}");
+    let by_comm = &one_shot_json(&ns, &["--comm", "tcp_peer"])[0];
+    assert_eq!(
+        by_comm["connections"].as_array().unwrap().len(),
+        7,
+        "all but the TIME_WAIT socket, which no process holds: {by_comm}"
+    );
+
     for p in half_closed {
         p.finish();
     }
