@@ -102,25 +102,26 @@ impl<'a> Report<'a> {
     }
 }
 
-/// An address as a number that orders as IpAddr does: every IPv4 address before every IPv6 one.
-fn address_key(addr: IpAddr) -> (bool, u128) {
+/// An address as a number; the family comes separately, as IPv4 orders before IPv6.
+fn address_bits(addr: IpAddr) -> u128 {
     match addr {
-        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
-        IpAddr::V6(a) => (true, u128::from(a)),
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
     }
 }
 
 /// Where a connection goes in a snapshot: listeners first, then by state, local endpoint,
-/// remote endpoint, and socket.
-type OrderKey = (bool, TcpState, (bool, u128), u16, (bool, u128), u16, u64);
+/// remote endpoint (each ordered as IpAddr and port are), and socket. Packed into few words:
+/// with 100,000 connections, smaller keys sort faster.
+type OrderKey = (u8, u128, u32, u128, u16, u64);
 
 fn order_key(c: &Conn) -> OrderKey {
+    let rank = u8::from(c.state != TcpState::Listen) << 5 | (c.state as u8) << 1;
     (
-        c.state != TcpState::Listen,
-        c.state,
-        address_key(c.local),
-        c.local_port,
-        address_key(c.remote),
+        rank | u8::from(c.local.is_ipv6()),
+        address_bits(c.local),
+        u32::from(c.local_port) << 1 | u32::from(c.remote.is_ipv6()),
+        address_bits(c.remote),
         c.remote_port,
         c.skaddr,
     )
@@ -291,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn address_keys_order_as_addresses_do() {
+    fn address_bits_order_as_addresses_do_within_a_family() {
         let mut addrs: Vec<IpAddr> = [
             "::ffff:1.2.3.4",
             "10.0.0.1",
@@ -306,7 +307,7 @@ mod tests {
         .map(|a| a.parse().unwrap())
         .collect();
         let mut by_key = addrs.clone();
-        by_key.sort_by_key(|a| address_key(*a));
+        by_key.sort_by_key(|a| (a.is_ipv6(), address_bits(*a)));
         addrs.sort();
         assert_eq!(by_key, addrs);
     }

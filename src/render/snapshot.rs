@@ -497,16 +497,26 @@ struct SnapshotTail<'a> {
 /// than it saves.
 const CONNS_PER_THREAD: usize = 20_000;
 
+/// Connections read ahead of writing them (see write_conns).
+const GATHERED: usize = 64;
+
 /// The connections as JSON objects separated by commas. A long list is cut into parts written
 /// on several threads at once, then put out in order: with 100,000 connections, writing them
 /// was most of the time a snapshot took.
 fn write_conns(out: &mut impl Write, conns: &[&Conn], now_ns: u64, info: bool) -> io::Result<()> {
     let write = |out: &mut dyn Write, part: &[&Conn]| -> io::Result<()> {
-        for (i, c) in part.iter().enumerate() {
-            if i > 0 {
-                out.write_all(b",")?;
+        // The connections are far apart in memory, in no order: reading a few dozen first, in
+        // a short loop, lets the processor wait for them together instead of one by one.
+        let mut records = Vec::with_capacity(GATHERED);
+        for (n, gathered) in part.chunks(GATHERED).enumerate() {
+            records.clear();
+            records.extend(gathered.iter().map(|c| ConnRecord::new(c, now_ns, info)));
+            for (i, record) in records.iter().enumerate() {
+                if n > 0 || i > 0 {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *out, record)?;
             }
-            serde_json::to_writer(&mut *out, &ConnRecord::new(c, now_ns, info))?;
         }
         Ok(())
     };
