@@ -440,17 +440,26 @@ static __always_inline void set_owner_current(struct sock_info *info)
 	info->flags |= EVENT_F_OWNER_KNOWN;
 }
 
-/* Does the timewait socket tw replace the full socket sk (same hash, netns, family and ports)? */
-static __always_inline bool tw_replaces(__u64 tw, const struct sock *sk)
+/* What places a socket in the established hash: its timewait successor has the same. */
+struct hash_identity {
+	__u64 net;
+	__u32 hash;
+	__be16 sport;
+	__be16 dport;
+	__u16 family;
+};
+
+/* Does the timewait socket tw have the identity id? */
+static __always_inline bool tw_replaces(__u64 tw, const struct hash_identity *id)
 {
 	const struct inet_timewait_sock *t = (const void *)tw;
 
 	return BPF_CORE_READ(t, __tw_common.skc_state) == TCP_TIME_WAIT &&
-	       BPF_CORE_READ(t, __tw_common.skc_hash) == BPF_CORE_READ(sk, __sk_common.skc_hash) &&
-	       BPF_CORE_READ(t, tw_sport) == BPF_CORE_READ((struct inet_sock *)sk, inet_sport) &&
-	       BPF_CORE_READ(t, __tw_common.skc_dport) == BPF_CORE_READ(sk, __sk_common.skc_dport) &&
-	       BPF_CORE_READ(t, __tw_common.skc_family) == BPF_CORE_READ(sk, __sk_common.skc_family) &&
-	       BPF_CORE_READ(t, __tw_common.skc_net.net) == BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	       BPF_CORE_READ(t, __tw_common.skc_hash) == id->hash &&
+	       BPF_CORE_READ(t, tw_sport) == id->sport &&
+	       BPF_CORE_READ(t, __tw_common.skc_dport) == id->dport &&
+	       BPF_CORE_READ(t, __tw_common.skc_family) == id->family &&
+	       (__u64)BPF_CORE_READ(t, __tw_common.skc_net.net) == id->net;
 }
 
 /* Timewait sockets looked at in a hash bucket; the one sought is normally the first. */
@@ -460,26 +469,33 @@ static __always_inline bool tw_replaces(__u64 tw, const struct sock *sk)
  * tcp_time_wait() puts a new timewait socket at the head of sk's bucket of the established hash,
  * in sk's place, and then closes sk. So a socket that reaches CLOSE already unhashed (an
  * ordinary close unhashes after this tracepoint) may have a successor there: return it, or 0.
+ * The full socket is read with plain loads through its tcp_sock; the hash chain and the
+ * timewait sockets, which no hook argument types, with probe reads.
  */
-static __always_inline __u64 take_timewait_successor(const struct sock *sk)
+static __always_inline __u64 take_timewait_successor(const struct tcp_sock *tp, __be16 sport)
 {
+	const struct sock_common *skc = &((const struct sock *)tp)->__sk_common;
 	struct inet_hashinfo *hashinfo = NULL;
 	struct inet_ehash_bucket *bucket;
 	struct hlist_nulls_node *node;
+	struct hash_identity id;
 	__u32 index;
-	int family;
 
-	if (BPF_CORE_READ(sk, __sk_common.skc_nulls_node.pprev))
+	if (skc->skc_nulls_node.pprev)
 		return 0;
 	if (bpf_core_field_exists(struct net, ipv4.tcp_death_row.hashinfo))
-		hashinfo = BPF_CORE_READ(sk, __sk_common.skc_net.net, ipv4.tcp_death_row.hashinfo);
+		hashinfo = skc->skc_net.net->ipv4.tcp_death_row.hashinfo;
 	if (!hashinfo)
-		hashinfo = BPF_CORE_READ(sk, __sk_common.skc_prot, h.hashinfo);
+		hashinfo = skc->skc_prot->h.hashinfo;
 	if (!hashinfo)
 		return 0;
-	index = BPF_CORE_READ(sk, __sk_common.skc_hash) & BPF_CORE_READ(hashinfo, ehash_mask);
-	bucket = (void *)BPF_CORE_READ(hashinfo, ehash) +
-		 index * sizeof(struct inet_ehash_bucket);
+	id.hash = skc->skc_hash;
+	id.sport = sport;
+	id.dport = skc->skc_dport;
+	id.family = skc->skc_family;
+	id.net = (__u64)BPF_CORE_READ(skc, skc_net.net);
+	index = id.hash & hashinfo->ehash_mask;
+	bucket = (void *)BPF_CORE_READ(hashinfo, ehash) + index * sizeof(struct inet_ehash_bucket);
 	/* Not CO-RE reads: these list types are the same in every kernel (vmlinux_core.h). */
 	bpf_probe_read_kernel(&node, sizeof(node), &bucket->chain.first);
 	for (int i = 0; i < TW_BUCKET_SCAN; i++) {
@@ -488,11 +504,11 @@ static __always_inline __u64 take_timewait_successor(const struct sock *sk)
 		if (!node || ((__u64)node & 1)) /* the end of a nulls list is an odd marker */
 			return 0;
 		tw = (__u64)node - bpf_core_field_offset(struct sock_common, skc_nulls_node);
-		if (tw_replaces(tw, sk)) {
-			family = BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6;
-			if (!tw_slab[family & 1])
-				tw_slab[family & 1] = (__u64)BPF_CORE_READ(sk, __sk_common.skc_prot,
-									  twsk_prot, twsk_slab);
+		if (tw_replaces(tw, &id)) {
+			int v6 = id.family == AF_INET6;
+
+			if (!tw_slab[v6])
+				tw_slab[v6] = (__u64)skc->skc_prot->twsk_prot->twsk_slab;
 			return tw;
 		}
 		bpf_probe_read_kernel(&node, sizeof(node), &node->next);
@@ -566,7 +582,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	/* One emit call site: each is inlined, and verified again, in both programs. */
 	reported = newstate;
 	if (newstate == TCP_CLOSE) {
-		tw = take_timewait_successor(sk);
+		tw = take_timewait_successor(tp, sport);
 		if (tw) {
 			/* The connection lives on as the timewait socket: hand it what we know. */
 			bpf_map_update_elem(&tws, &tw, info, BPF_ANY);
