@@ -235,33 +235,35 @@ impl Stream {
         buf: &mut Vec<u8>,
     ) -> bool {
         let now = Instant::now();
-        for record in batch.drain(..) {
+        // Read in place, then cleared: moving each record out would copy it once more.
+        for record in batch.iter() {
             match record {
                 Record::Transition(t) => {
                     if let Some(table) = table.as_deref_mut() {
-                        table.apply(&t);
+                        table.apply(t);
                     }
                     if let Some(m) = metrics.as_deref_mut() {
-                        m.transition(&t);
+                        m.transition(t);
                     }
                     if let Some(lifetimes) = &mut self.lifetimes {
-                        lifetimes.transition(&t, now);
+                        lifetimes.transition(t, now);
                     }
                     if !self.show_connections && !self.full() {
-                        self.renderer.transition(buf, &t);
+                        self.renderer.transition(buf, t);
                         self.shown += 1;
                     }
                 }
                 Record::Notice(n) => self.notice(n, buf),
             }
         }
+        batch.clear();
         self.full()
     }
 
-    fn notice(&mut self, n: Notice, buf: &mut Vec<u8>) {
+    fn notice(&mut self, n: &Notice, buf: &mut Vec<u8>) {
         // An RST sent just after its socket's close tells how that connection ended.
         if let Some(lifetimes) = &mut self.lifetimes {
-            lifetimes.reset(&n);
+            lifetimes.reset(n);
         }
         let wanted = match n.kind {
             NoticeKind::Retransmit => self.events.retransmit,
@@ -276,7 +278,7 @@ impl Stream {
             (NoticeKind::Drop(reason), Some(names)) => Some(names.name(reason)),
             _ => None,
         };
-        self.renderer.notice(buf, &n, reason);
+        self.renderer.notice(buf, n, reason);
         self.shown += 1;
     }
 
