@@ -6,6 +6,14 @@ use std::fmt::Write;
 /// Printable text passes unchanged; control characters, invalid UTF-8 and `\` become `\xNN`/`\\`,
 /// so a process cannot drive the reader's terminal through its command name.
 pub fn escape(bytes: &[u8]) -> Cow<'_, str> {
+    // The usual case, printable ASCII, checked byte by byte rather than char by char.
+    if bytes
+        .iter()
+        .all(|&b| (b' '..=b'~').contains(&b) && b != b'\\')
+    {
+        // SAFETY: every byte is printable ASCII, which is UTF-8.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     if let Ok(s) = std::str::from_utf8(bytes) {
         if !s.chars().any(|c| c.is_control() || c == '\\') {
             return Cow::Borrowed(s);

@@ -91,8 +91,9 @@ impl Ipv4Text {
     }
 
     pub fn as_str(&self) -> &str {
-        // Only ASCII digits and dots were written.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+        // SAFETY: new() writes only ASCII digits and dots, which are UTF-8. (Checking costs a
+        // few percent of the JSON writer's time, on every address.)
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len]) }
     }
 }
 

@@ -22,8 +22,8 @@ impl Serialize for Rfc3339Micros {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut text = [0u8; 27];
         rfc3339_micros(self.0, &mut text);
-        // ASCII digits and punctuation only.
-        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
+        // SAFETY: rfc3339_micros writes ASCII only into all 27 bytes (its prefix is checked).
+        s.serialize_str(unsafe { std::str::from_utf8_unchecked(&text) })
     }
 }
 
@@ -45,7 +45,8 @@ fn rfc3339_micros(t: SystemTime, out: &mut [u8; 27]) {
         let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
         let mut prefix = [b'0'; 19];
         let text = whole.to_string();
-        if let Some(head) = text.as_bytes().get(..19) {
+        // Only ASCII is kept: the serializer relies on it.
+        if let Some(head) = text.as_bytes().get(..19).filter(|h| h.is_ascii()) {
             prefix.copy_from_slice(head);
         }
         cache.set((secs, prefix));
@@ -75,7 +76,8 @@ impl Serialize for Hex {
             let shift = 4 * (digits - 1 - i);
             *byte = DIGITS[((self.0 >> shift) & 0xf) as usize];
         }
-        s.serialize_str(std::str::from_utf8(&text[..2 + digits]).unwrap_or_default())
+        // SAFETY: "0x" and bytes from DIGITS only: ASCII.
+        s.serialize_str(unsafe { std::str::from_utf8_unchecked(&text[..2 + digits]) })
     }
 }
 
