@@ -96,7 +96,8 @@ impl ConnTable {
         self.state_mask == 0 || self.state_mask & state.mask() != 0
     }
 
-    /// Adds the sockets that exist now.
+    /// Adds the sockets that exist now (tests; the iterator hands them over one at a time).
+    #[cfg(test)]
     pub fn seed(&mut self, sockets: impl IntoIterator<Item = Socket>) {
         sockets.into_iter().for_each(|s| self.seed_socket(s));
     }
