@@ -500,26 +500,29 @@ const CONNS_PER_THREAD: usize = 20_000;
 /// Connections read ahead of writing them (see write_conns).
 const GATHERED: usize = 64;
 
+/// One part of the connection list, as JSON objects separated by commas. Generic over the
+/// writer so that serde_json's many small writes are inlined, not dynamic calls.
+fn write_part<W: Write>(out: &mut W, part: &[&Conn], now_ns: u64, info: bool) -> io::Result<()> {
+    // The connections are far apart in memory, in no order: reading a few dozen first, in a
+    // short loop, lets the processor wait for them together instead of one by one.
+    let mut records = Vec::with_capacity(GATHERED);
+    for (n, gathered) in part.chunks(GATHERED).enumerate() {
+        records.clear();
+        records.extend(gathered.iter().map(|c| ConnRecord::new(c, now_ns, info)));
+        for (i, record) in records.iter().enumerate() {
+            if n > 0 || i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, record)?;
+        }
+    }
+    Ok(())
+}
+
 /// The connections as JSON objects separated by commas. A long list is cut into parts written
 /// on several threads at once, then put out in order: with 100,000 connections, writing them
 /// was most of the time a snapshot took.
 fn write_conns(out: &mut impl Write, conns: &[&Conn], now_ns: u64, info: bool) -> io::Result<()> {
-    let write = |out: &mut dyn Write, part: &[&Conn]| -> io::Result<()> {
-        // The connections are far apart in memory, in no order: reading a few dozen first, in
-        // a short loop, lets the processor wait for them together instead of one by one.
-        let mut records = Vec::with_capacity(GATHERED);
-        for (n, gathered) in part.chunks(GATHERED).enumerate() {
-            records.clear();
-            records.extend(gathered.iter().map(|c| ConnRecord::new(c, now_ns, info)));
-            for (i, record) in records.iter().enumerate() {
-                if n > 0 || i > 0 {
-                    out.write_all(b",")?;
-                }
-                serde_json::to_writer(&mut *out, record)?;
-            }
-        }
-        Ok(())
-    };
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(conns.len() / CONNS_PER_THREAD)
@@ -534,11 +537,11 @@ fn write_conns(out: &mut impl Write, conns: &[&Conn], now_ns: u64, info: bool) -
             .map(|part| {
                 scope.spawn(move || {
                     let mut buf = Vec::with_capacity(part.len() * 256);
-                    write(&mut buf, part).map(|()| buf)
+                    write_part(&mut buf, part, now_ns, info).map(|()| buf)
                 })
             })
             .collect();
-        write(out, first)?;
+        write_part(out, first, now_ns, info)?;
         for other in others {
             let buf = other
                 .join()
