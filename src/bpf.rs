@@ -21,6 +21,10 @@ use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 /// Indexes of the `lost` map (as in the BPF program).
 const LOST_RING: u32 = 0;
 const NESTED_HANDLED: u32 = 1;
+const TW_UNTRACKED: u32 = 2;
+/// Bounds of the TIME_WAIT map's size, which follows the kernel's `tcp_max_tw_buckets`.
+const TIMEWAIT_ENTRIES_MIN: u32 = 65_536;
+const TIMEWAIT_ENTRIES_MAX: u32 = 1 << 20;
 /// Record kinds (as in tcpstates.h).
 const EVENT_RETRANSMIT: u32 = 2;
 const EVENT_RESET_SENT: u32 = 3;
@@ -187,6 +191,14 @@ impl<'obj> Tracer<'obj> {
             .events
             .set_max_entries(ring_size)
             .context("sizing the ring buffer")?;
+        // Entries are allocated as used: room for as many timewait sockets as the kernel keeps
+        // in one namespace (containers have their own limits, hence the floor).
+        open.maps
+            .tws
+            .set_max_entries(timewait_entries(
+                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok(),
+            ))
+            .context("sizing the TIME_WAIT map")?;
         if !parts.hooks {
             // Nothing is streamed and no socket enters TIME_WAIT under our watch: smaller maps
             // cost less to allocate and zero than the preallocated defaults.
@@ -392,6 +404,11 @@ impl<'obj> Tracer<'obj> {
         self.counter(LOST_RING)
     }
 
+    /// Timewait sockets the full TIME_WAIT map had no room for: their ends are not reported.
+    pub fn untracked_timewaits(&self) -> Result<u64> {
+        self.counter(TW_UNTRACKED)
+    }
+
     /// A per-CPU counter of the `lost` map, summed over CPUs.
     fn counter(&self, index: u32) -> Result<u64> {
         let per_cpu = self
@@ -594,4 +611,30 @@ fn read_owners(iter: &mut libbpf_rs::Iter) -> Result<FxHashMap<u64, Owner>> {
 
 fn prog_recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
     prog_info(fd).map_or(0, |info| info.recursion_misses)
+}
+
+/// Entries of the TIME_WAIT map for the kernel's `tcp_max_tw_buckets` (its text, if readable).
+fn timewait_entries(max_tw_buckets: Option<String>) -> u32 {
+    max_tw_buckets
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .map_or(TIMEWAIT_ENTRIES_MIN, |n| {
+            n.clamp(
+                u64::from(TIMEWAIT_ENTRIES_MIN),
+                u64::from(TIMEWAIT_ENTRIES_MAX),
+            ) as u32
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timewait_map_follows_the_kernel_limit_within_bounds() {
+        assert_eq!(timewait_entries(Some("131072\n".into())), 131_072);
+        assert_eq!(timewait_entries(Some("4096\n".into())), 65_536);
+        assert_eq!(timewait_entries(Some("8000000\n".into())), 1 << 20);
+        assert_eq!(timewait_entries(Some("garbage".into())), 65_536);
+        assert_eq!(timewait_entries(None), 65_536);
+    }
 }

@@ -10,6 +10,9 @@ use crate::render::LostReason;
 pub struct Losses {
     ring_drops: u64,
     misses: RecursionMisses,
+    /// Timewait sockets the TIME_WAIT map had no room for; their ends will not be reported.
+    untracked_timewaits: u64,
+    untracked_warned: bool,
 }
 
 impl Losses {
@@ -17,7 +20,20 @@ impl Losses {
     pub fn update(&mut self, tracer: &Tracer<'_>) -> Result<[(u64, LostReason); 2]> {
         let drops = tracer.ring_buffer_drops()?;
         let misses = tracer.recursion_misses()?;
+        self.untracked_timewaits = tracer.untracked_timewaits()?;
         Ok(self.advance(drops, misses))
+    }
+
+    /// Once, when the TIME_WAIT map first turned a socket away: what that means.
+    pub fn take_timewait_warning(&mut self) -> Option<&'static str> {
+        if self.untracked_timewaits == 0 || self.untracked_warned {
+            return None;
+        }
+        self.untracked_warned = true;
+        Some(
+            "tcpstates: the TIME_WAIT map is full: the ends (TIME_WAIT -> CLOSE) of further \
+             timewait sockets will not be reported",
+        )
     }
 
     fn advance(&mut self, drops: u64, misses: RecursionMisses) -> [(u64, LostReason); 2] {
@@ -49,6 +65,13 @@ impl Losses {
                 " ({} ring buffer full, {} BPF recursion)",
                 self.ring_drops,
                 self.misses.lost()
+            ));
+        }
+        if self.untracked_timewaits > 0 {
+            text.push_str(&format!(
+                "; {} TIME_WAIT sockets not tracked (map full): their TIME_WAIT -> CLOSE is not \
+                 reported",
+                self.untracked_timewaits
             ));
         }
         if self.misses.timewait > 0 {
@@ -104,6 +127,23 @@ mod tests {
             losses.describe(),
             "7 lost (4 ring buffer full, 3 BPF recursion); the kernel skipped 1 nested runs of \
              the TIME_WAIT end hook (a TIME_WAIT -> CLOSE may be missing)"
+        );
+    }
+
+    #[test]
+    fn untracked_timewaits_warn_once_and_are_in_the_totals() {
+        let mut losses = Losses::default();
+        assert_eq!(losses.take_timewait_warning(), None);
+        losses.untracked_timewaits = 2;
+        assert!(losses
+            .take_timewait_warning()
+            .is_some_and(|w| w.contains("TIME_WAIT map is full")));
+        losses.untracked_timewaits = 5;
+        assert_eq!(losses.take_timewait_warning(), None);
+        assert_eq!(
+            losses.describe(),
+            "0 lost; 5 TIME_WAIT sockets not tracked (map full): their TIME_WAIT -> CLOSE is not \
+             reported"
         );
     }
 }

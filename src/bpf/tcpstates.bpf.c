@@ -99,9 +99,17 @@ struct {
 	__type(value, struct sock_info);
 } socks SEC(".maps");
 
+/*
+ * Per timewait socket, from its takeover to its free. Sized by user space to the kernel's own
+ * limit; entries are allocated as needed. A full map refuses new entries, counted as
+ * TW_UNTRACKED, rather than silently forgetting old ones as an LRU map would. An entry whose
+ * free was not seen (its hook skipped by recursion) is overwritten when the slab reuses the
+ * address, which it does quickly.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536); /* set by user space */
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } tws SEC(".maps");
@@ -125,12 +133,16 @@ struct {
 	__uint(max_entries, 2 << 20); /* set by user space: --ring-size */
 } events SEC(".maps");
 
-/* Per CPU: [LOST_RING] records the ring had no room for; [NESTED_HANDLED] see on_set_state_nested. */
+/*
+ * Per CPU: [LOST_RING] records the ring had no room for; [NESTED_HANDLED] see
+ * on_set_state_nested; [TW_UNTRACKED] timewait sockets the full tws map had no room for.
+ */
 #define LOST_RING 0
 #define NESTED_HANDLED 1
+#define TW_UNTRACKED 2
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } lost SEC(".maps");
@@ -585,7 +597,8 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		tw = take_timewait_successor(tp, sport);
 		if (tw) {
 			/* The connection lives on as the timewait socket: hand it what we know. */
-			bpf_map_update_elem(&tws, &tw, info, BPF_ANY);
+			if (bpf_map_update_elem(&tws, &tw, info, BPF_ANY))
+				count(TW_UNTRACKED); /* its TIME_WAIT -> CLOSE will not be seen */
 			reported = TCP_TIME_WAIT;
 		}
 	}
