@@ -629,7 +629,10 @@ int BPF_PROG(on_set_state, const struct sock *sk, const int oldstate, const int 
  * runs after it and takes every change on_set_state did not start on. Two remembered changes
  * are enough: one nested change at most comes between on_set_state starting on a change and
  * this program checking it. The kernel's skip count of on_set_state minus NESTED_HANDLED is
- * what neither saw, and is reported as lost.
+ * what neither saw, and is reported as lost. It has its own copy of the handler: a tail call
+ * into on_set_state would run that program inside itself on this CPU, and the kernel's per-CPU
+ * private stack for tracing programs would be shared by both runs (tried: the outer run's
+ * locals were overwritten).
  */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_set_state_nested, const struct sock *sk, const int oldstate, const int newstate)
