@@ -4,6 +4,8 @@
 #   sudo bench/live.sh            # 20k conn/s and as fast as possible, 5 s each, 3 rounds
 #   sudo bench/live.sh --quick    # a few seconds: checks the benchmark still runs (CI)
 #   sudo bench/live.sh --rates 10000,max --seconds 10 --rounds 5
+#   sudo bench/live.sh --no-bpf-stats   # as users run: the kernel's BPF statistics off, whose
+#                                       # clock reads every program run pays (no kernel ns column)
 #
 # Interleaves no tracer, tcpstates -o json, tcpstates text and libbpf-tools in one run and
 # prints medians: achieved connections/s and slowdown against no tracer, events expected,

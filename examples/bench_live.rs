@@ -4,8 +4,11 @@
 //! installed, interleaved in one run. Prints one table of medians.
 //!
 //! ```text
-//! bench_live [--quick] [--rates 20000,max] [--seconds S] [--rounds N]
+//! bench_live [--quick] [--rates 20000,max] [--seconds S] [--rounds N] [--no-bpf-stats]
 //! ```
+//! The kernel's BPF statistics (for the kernel ns column) add two clock reads to every run of
+//! every program: a tool that runs several programs per event pays that several times.
+//! `--no-bpf-stats` leaves them off, as users run, and measures everything but that column.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -394,9 +397,11 @@ fn main() {
         libbpf_tools: libbpf_tools(),
     };
 
+    let with_stats = !args.iter().any(|a| a == "--no-bpf-stats");
     let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
     let stats_before = fs::read_to_string(stats_path).unwrap_or_else(|_| "0".into());
-    fs::write(stats_path, "1").expect("enabling kernel.bpf_stats_enabled (needs root)");
+    fs::write(stats_path, if with_stats { "1" } else { "0" })
+        .expect("setting kernel.bpf_stats_enabled (needs root)");
     // libbpf-tools attaches a classic tracepoint, which needs tracefs.
     let mounted_tracefs = paths.libbpf_tools.is_some()
         && !Path::new("/sys/kernel/tracing/events").exists()
@@ -469,7 +474,7 @@ fn main() {
             }
             let events = |s: &Sample| s.expected.max(1) as f64;
             println!(
-                "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {:>11.0} {:>10.2} {:>7.1} {:>8}",
+                "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {:>11} {:>10.2} {:>7.1} {:>8}",
                 tracer.name(),
                 baseline / achieved.max(1.0),
                 m(&|s| s.expected as f64),
@@ -477,7 +482,11 @@ fn main() {
                 m(&|s| s.reported_lost as f64),
                 m(&|s| s.recursion_misses as f64),
                 m(&|s| s.expected.saturating_sub(s.captured) as f64),
-                m(&|s| s.kernel_ns as f64 / events(s)),
+                if with_stats {
+                    format!("{:.0}", m(&|s| s.kernel_ns as f64 / events(s)))
+                } else {
+                    "-".to_string()
+                },
                 m(&|s| s.cpu_s / events(s) * 1e6),
                 m(&|s| s.rss_kib as f64 / 1024.0),
                 of.iter().filter_map(|s| s.startup_ms).map(|ms| format!("{ms:.0}")).collect::<Vec<_>>().join("/"),
