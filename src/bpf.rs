@@ -24,7 +24,7 @@ const NESTED_HANDLED: u32 = 1;
 const TW_UNTRACKED: u32 = 2;
 /// Bounds of the TIME_WAIT map's size, which follows the kernel's `tcp_max_tw_buckets`.
 const TIMEWAIT_ENTRIES_MIN: u32 = 65_536;
-const TIMEWAIT_ENTRIES_MAX: u32 = 1 << 20;
+const TIMEWAIT_ENTRIES_MAX: u32 = 1 << 19;
 /// Record kinds (as in tcpstates.h).
 const EVENT_RETRANSMIT: u32 = 2;
 const EVENT_RESET_SENT: u32 = 3;
@@ -191,26 +191,24 @@ impl<'obj> Tracer<'obj> {
             .events
             .set_max_entries(ring_size)
             .context("sizing the ring buffer")?;
-        // Entries are allocated as used: room for as many timewait sockets as the kernel keeps
-        // in one namespace (containers have their own limits, hence the floor).
-        open.maps
-            .tws
-            .set_max_entries(timewait_entries(
-                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok(),
-            ))
-            .context("sizing the TIME_WAIT map")?;
-        if !parts.hooks {
-            // Nothing is streamed and no socket enters TIME_WAIT under our watch: smaller maps
-            // cost less to allocate and zero than the preallocated defaults.
+        // Entries are allocated as used, but the hash's buckets (16 bytes each) at creation.
+        let timewait_slots = if parts.hooks {
+            // Room for as many timewait sockets as the kernel keeps in one namespace
+            // (containers have their own limits, hence the floor).
+            timewait_entries(std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets").ok())
+        } else {
+            // Nothing is streamed and no socket enters TIME_WAIT under our watch: a smaller
+            // ring and map cost less to allocate and zero.
             open.maps
                 .events
                 .set_max_entries(4096)
                 .context("sizing the ring buffer")?;
-            open.maps
-                .tws
-                .set_max_entries(1)
-                .context("sizing the TIME_WAIT map")?;
-        }
+            1
+        };
+        open.maps
+            .tws
+            .set_max_entries(timewait_slots)
+            .context("sizing the TIME_WAIT map")?;
         // Each program loaded costs verification time at start.
         open.progs.on_set_state.set_autoload(parts.hooks);
         open.progs.on_set_state_nested.set_autoload(parts.hooks);
@@ -633,7 +631,7 @@ mod tests {
     fn timewait_map_follows_the_kernel_limit_within_bounds() {
         assert_eq!(timewait_entries(Some("131072\n".into())), 131_072);
         assert_eq!(timewait_entries(Some("4096\n".into())), 65_536);
-        assert_eq!(timewait_entries(Some("8000000\n".into())), 1 << 20);
+        assert_eq!(timewait_entries(Some("8000000\n".into())), 524_288);
         assert_eq!(timewait_entries(Some("garbage".into())), 65_536);
         assert_eq!(timewait_entries(None), 65_536);
     }

@@ -167,11 +167,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
         }
         if done || stopping || losses_checked.elapsed() >= LOSS_CHECK_INTERVAL {
             losses_checked = Instant::now();
-            let new_losses = losses.update(&tracer)?;
-            if let Some(warning) = losses.take_timewait_warning() {
-                eprintln!("{warning}");
-            }
-            for (new, reason) in new_losses {
+            for (new, reason) in losses.update(&tracer)? {
                 if new == 0 {
                     continue;
                 }

@@ -16,16 +16,20 @@ pub struct Losses {
 }
 
 impl Losses {
-    /// Reads the kernel's counters and returns the losses new since the last call.
+    /// Reads the kernel's counters and returns the losses new since the last call; warns once
+    /// when the TIME_WAIT map is full.
     pub fn update(&mut self, tracer: &Tracer<'_>) -> Result<[(u64, LostReason); 2]> {
         let drops = tracer.ring_buffer_drops()?;
         let misses = tracer.recursion_misses()?;
         self.untracked_timewaits = tracer.untracked_timewaits()?;
+        if let Some(warning) = self.take_timewait_warning() {
+            eprintln!("{warning}");
+        }
         Ok(self.advance(drops, misses))
     }
 
     /// Once, when the TIME_WAIT map first turned a socket away: what that means.
-    pub fn take_timewait_warning(&mut self) -> Option<&'static str> {
+    fn take_timewait_warning(&mut self) -> Option<&'static str> {
         if self.untracked_timewaits == 0 || self.untracked_warned {
             return None;
         }

@@ -126,11 +126,7 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
             e.refresh_if_due(&table, &tracer);
         }
         if now >= next || stopping {
-            let new_losses = losses.update(&tracer)?;
-            if let Some(warning) = losses.take_timewait_warning() {
-                eprintln!("{warning}");
-            }
-            for (n, reason) in new_losses {
+            for (n, reason) in losses.update(&tracer)? {
                 lost_in_interval += n;
                 if let (Some(e), true) = (&mut endpoint, n > 0) {
                     e.metrics.lost(n, reason);
