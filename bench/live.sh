@@ -6,6 +6,7 @@
 #   sudo bench/live.sh --rates 10000,max --seconds 10 --rounds 5
 #   sudo bench/live.sh --no-bpf-stats   # as users run: the kernel's BPF statistics off, whose
 #                                       # clock reads every program run pays (no kernel ns column)
+#   sudo bench/live.sh --floor    # adds programs that do nothing or only count on the same hooks
 #
 # Interleaves no tracer, tcpstates -o json, tcpstates text and libbpf-tools in one run and
 # prints medians: achieved connections/s and slowdown against no tracer, events expected,
@@ -15,4 +16,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet --bin tcpstates --example churn --example bench_live
+clang -O2 -g -Wall -Werror -target bpf -c bench/floor.bpf.c -o target/release/examples/floor.bpf.o
 exec target/release/examples/bench_live "$@"

@@ -4,8 +4,10 @@
 //! installed, interleaved in one run. Prints one table of medians.
 //!
 //! ```text
-//! bench_live [--quick] [--rates 20000,max] [--seconds S] [--rounds N] [--no-bpf-stats]
+//! bench_live [--quick] [--rates 20000,max] [--seconds S] [--rounds N] [--no-bpf-stats] [--floor]
 //! ```
+//! `--floor` adds rows for programs that do nothing or only count (bench/floor.bpf.c, loaded
+//! here): what any tracer on the same hooks costs at least, measured in the same run.
 //! The kernel's BPF statistics (for the kernel ns column) add two clock reads to every run of
 //! every program: a tool that runs several programs per event pays that several times.
 //! `--no-bpf-stats` leaves them off, as users run, and measures everything but that column.
@@ -16,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use libbpf_rs::query::ProgInfoIter;
+use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
 
 /// Each churned connection makes exactly ten transitions (see examples/churn.rs).
 const TRANSITIONS_PER_CONNECTION: u64 = 10;
@@ -30,6 +33,13 @@ enum Tracer {
     /// One record per connection instead of per transition.
     Lifetimes,
     LibbpfTools,
+    /// An empty program on inet_sock_set_state (bench/floor.bpf.c).
+    FloorEmpty,
+    /// A program on inet_sock_set_state that only counts, in a per-CPU array.
+    FloorCount,
+    /// Empty programs on the hooks tcpstates attaches: inet_sock_set_state twice (the state
+    /// program and its twin for nested changes) and kmem_cache_free.
+    FloorHooks,
 }
 
 impl Tracer {
@@ -41,6 +51,19 @@ impl Tracer {
             Tracer::Events => "tcpstates --events (json)",
             Tracer::Lifetimes => "tcpstates --lifetimes",
             Tracer::LibbpfTools => "libbpf-tools tcpstates",
+            Tracer::FloorEmpty => "empty program",
+            Tracer::FloorCount => "counting program",
+            Tracer::FloorHooks => "empty, tcpstates' 3 hooks",
+        }
+    }
+
+    /// The programs of bench/floor.bpf.c this row attaches; none for the real tracers.
+    fn floor_programs(self) -> &'static [&'static str] {
+        match self {
+            Tracer::FloorEmpty => &["floor_empty"],
+            Tracer::FloorCount => &["floor_count"],
+            Tracer::FloorHooks => &["floor_empty", "floor_twin", "floor_free"],
+            _ => &[],
         }
     }
 }
@@ -62,6 +85,8 @@ struct Paths {
     tcpstates: PathBuf,
     churn: PathBuf,
     libbpf_tools: Option<PathBuf>,
+    /// bench/floor.bpf.c, compiled by bench/live.sh.
+    floor: PathBuf,
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -112,6 +137,52 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
+}
+
+/// Floor programs, attached until dropped (links first, then the object).
+struct Floor {
+    _links: Vec<Link>,
+    object: Object,
+}
+
+fn attach_floor(path: &Path, tracer: Tracer) -> Floor {
+    let wanted = tracer.floor_programs();
+    let is_wanted = |name: &std::ffi::OsStr| wanted.iter().any(|w| name == *w);
+    let mut open = ObjectBuilder::default()
+        .open_file(path)
+        .expect("opening floor.bpf.o (built by bench/live.sh)");
+    for mut prog in open.progs_mut() {
+        let load = is_wanted(prog.name());
+        prog.set_autoload(load);
+    }
+    let object = open.load().expect("loading floor.bpf.o");
+    let links = object
+        .progs_mut()
+        .filter(|p| is_wanted(p.name()))
+        .map(|p| p.attach().expect("attaching a floor program"))
+        .collect();
+    Floor {
+        _links: links,
+        object,
+    }
+}
+
+/// State changes floor_count counted, over all CPUs.
+fn floor_counted(floor: &Floor) -> u64 {
+    let Some(map) = floor
+        .object
+        .maps()
+        .find(|m| m.name().to_string_lossy().starts_with("floor_counts"))
+    else {
+        return 0;
+    };
+    map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+        .sum()
 }
 
 /// Runs churn in the namespace; returns (connections, achieved rate).
@@ -201,7 +272,7 @@ fn spawn_tracer(
     err: &Path,
 ) -> Option<Child> {
     let mut cmd = match tracer {
-        Tracer::None => return None,
+        Tracer::None | Tracer::FloorEmpty | Tracer::FloorCount | Tracer::FloorHooks => return None,
         Tracer::Json => {
             let mut c = Command::new(&paths.tcpstates);
             c.args(["--netns", &ns.0, "-o", "json"]);
@@ -289,7 +360,7 @@ fn reported_lost(tracer: Tracer, out: &str, err: &str) -> u64 {
             .filter(|l| l.starts_with("lost"))
             .map(|l| number_after(l, "lost"))
             .sum(),
-        Tracer::None => 0,
+        _ => 0,
     }
 }
 
@@ -301,6 +372,7 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
     let before = max_prog_id();
     let start = Instant::now();
     let child = spawn_tracer(paths, tracer, &ns, &out_path, &err_path);
+    let floor = (!tracer.floor_programs().is_empty()).then(|| attach_floor(&paths.floor, tracer));
     let mut sample = Sample::default();
 
     let mut probe_events = 0;
@@ -355,6 +427,13 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
         sample.cpu_s = cpu;
         sample.rss_kib = rss;
     }
+    if let Some(floor) = floor {
+        std::thread::sleep(Duration::from_millis(500));
+        let (kernel_ns, misses) = prog_stats(before, "floor_");
+        sample.captured = floor_counted(&floor);
+        sample.recursion_misses = misses;
+        sample.kernel_ns = kernel_ns;
+    }
     let _ = fs::remove_file(&out_path);
     let _ = fs::remove_file(&err_path);
     sample
@@ -395,6 +474,7 @@ fn main() {
         tcpstates: sibling("tcpstates"),
         churn: sibling("churn"),
         libbpf_tools: libbpf_tools(),
+        floor: sibling("floor.bpf.o"),
     };
 
     let with_stats = !args.iter().any(|a| a == "--no-bpf-stats");
@@ -421,6 +501,9 @@ fn main() {
         tracers.push(Tracer::LibbpfTools);
     } else {
         eprintln!("libbpf-tools is not installed: measuring tcpstates only (apt-get install libbpf-tools)");
+    }
+    if quick || args.iter().any(|a| a == "--floor") {
+        tracers.extend([Tracer::FloorEmpty, Tracer::FloorCount, Tracer::FloorHooks]);
     }
 
     println!(
@@ -473,6 +556,35 @@ fn main() {
                 continue;
             }
             let events = |s: &Sample| s.expected.max(1) as f64;
+            let kernel = if with_stats {
+                format!("{:.0}", m(&|s| s.kernel_ns as f64 / events(s)))
+            } else {
+                "-".to_string()
+            };
+            if !tracer.floor_programs().is_empty() {
+                // Loaded in this process: no output, CPU, memory or start of their own.
+                let counted = |v: f64| {
+                    if tracer == Tracer::FloorCount {
+                        format!("{v:.0}")
+                    } else {
+                        "-".to_string()
+                    }
+                };
+                println!(
+                    "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9} {:>6} {:>8.0} {:>7} {kernel:>11} {:>10} {:>7} {:>8}",
+                    tracer.name(),
+                    baseline / achieved.max(1.0),
+                    m(&|s| s.expected as f64),
+                    counted(m(&|s| s.captured as f64)),
+                    "-",
+                    m(&|s| s.recursion_misses as f64),
+                    counted(m(&|s| s.expected.saturating_sub(s.captured) as f64)),
+                    "-",
+                    "-",
+                    "-",
+                );
+                continue;
+            }
             println!(
                 "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {:>11} {:>10.2} {:>7.1} {:>8}",
                 tracer.name(),
@@ -482,11 +594,7 @@ fn main() {
                 m(&|s| s.reported_lost as f64),
                 m(&|s| s.recursion_misses as f64),
                 m(&|s| s.expected.saturating_sub(s.captured) as f64),
-                if with_stats {
-                    format!("{:.0}", m(&|s| s.kernel_ns as f64 / events(s)))
-                } else {
-                    "-".to_string()
-                },
+                kernel,
                 m(&|s| s.cpu_s / events(s) * 1e6),
                 m(&|s| s.rss_kib as f64 / 1024.0),
                 of.iter().filter_map(|s| s.startup_ms).map(|ms| format!("{ms:.0}")).collect::<Vec<_>>().join("/"),
