@@ -214,7 +214,14 @@ fn parse_count(s: &str) -> Result<u64, String> {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    use humantime::DurationError;
+    let duration = humantime::parse_duration(s).map_err(|e| match e {
+        // humantime says only "expected number at 0" for, say, "abc" or "-5s".
+        DurationError::InvalidCharacter(_) | DurationError::NumberExpected(_) => {
+            "expected a number and a unit, e.g. 500ms, 5s or 1m".to_string()
+        }
+        other => other.to_string(),
+    })?;
     if duration.is_zero() {
         return Err("the duration must be greater than zero".to_string());
     }
@@ -316,6 +323,21 @@ mod tests {
         );
         assert!(parse(&["--duration", "5x"]).is_err());
         assert!(parse(&["--duration", "0s"]).is_err());
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_expected() {
+        for bad in ["abc", "-5s", "5 s s"] {
+            let err = parse(&[&format!("--snapshot={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("expected a number and a unit, e.g. 500ms, 5s or 1m"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(&["--snapshot", "5"]).unwrap_err().to_string();
+        assert!(err.contains("time unit needed"), "{err}");
     }
 
     #[test]
