@@ -15,6 +15,7 @@ pub mod lifetimes;
 pub mod live;
 pub mod losses;
 pub mod metrics;
+pub mod plural;
 pub mod preflight;
 pub mod render;
 pub mod report;

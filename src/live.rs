@@ -18,6 +18,7 @@ use crate::exporter::{Endpoint, Exporter};
 use crate::lifetimes::Lifetimes;
 use crate::losses::Losses;
 use crate::metrics::Metrics;
+use crate::plural::counted;
 use crate::render::{self, Renderer};
 use crate::table::ConnTable;
 use crate::{preflight, signals, snapshots};
@@ -175,7 +176,11 @@ pub fn run(config: &Config) -> Result<Outcome> {
                     e.metrics.lost(new, reason);
                 }
                 if !stream.renderer.lost(&mut buf, new, reason) {
-                    eprintln!("tcpstates: lost {new} events ({})", reason.describe());
+                    eprintln!(
+                        "tcpstates: lost {} ({})",
+                        counted(new, "event"),
+                        reason.describe()
+                    );
                 }
             }
         }
@@ -186,21 +191,24 @@ pub fn run(config: &Config) -> Result<Outcome> {
     }
     drop(out);
     let what = if config.lifetimes {
-        "connections"
+        "connection"
     } else {
-        "transitions"
+        "transition"
     };
     let verb = if config.quiet { "traced" } else { "shown" };
     let mut summary = format!(
-        "tcpstates: {} {what} {verb}, {}",
-        stream.shown,
+        "tcpstates: {} {verb}, {}",
+        counted(stream.shown, what),
         losses.describe()
     );
     if !alerts.is_empty() {
-        summary.push_str(&format!("; {} alerts", alerts.fired()));
+        summary.push_str(&format!("; {}", counted(alerts.fired(), "alert")));
     }
     if inbox.undecodable() > 0 {
-        summary.push_str(&format!("; {} records not understood", inbox.undecodable()));
+        summary.push_str(&format!(
+            "; {} not understood",
+            counted(inbox.undecodable(), "record")
+        ));
     }
     eprintln!("{summary}");
     Ok(Outcome {

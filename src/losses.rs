@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::bpf::{RecursionMisses, Tracer};
+use crate::plural::counted;
 use crate::render::LostReason;
 
 /// Totals since start; `update` returns what is new since the previous call.
@@ -73,16 +74,20 @@ impl Losses {
         }
         if self.untracked_timewaits > 0 {
             text.push_str(&format!(
-                "; {} TIME_WAIT sockets not tracked (map full): their TIME_WAIT -> CLOSE is not \
-                 reported",
-                self.untracked_timewaits
+                "; {} not tracked (map full): {} TIME_WAIT -> CLOSE is not reported",
+                counted(self.untracked_timewaits, "TIME_WAIT socket"),
+                if self.untracked_timewaits == 1 {
+                    "its"
+                } else {
+                    "their"
+                }
             ));
         }
         if self.misses.timewait > 0 {
             text.push_str(&format!(
-                "; the kernel skipped {} nested runs of the TIME_WAIT end hook (a \
-                 TIME_WAIT -> CLOSE may be missing)",
-                self.misses.timewait
+                "; the kernel skipped {} of the TIME_WAIT end hook (a TIME_WAIT -> CLOSE may \
+                 be missing)",
+                counted(self.misses.timewait, "nested run")
             ));
         }
         text
@@ -129,7 +134,7 @@ mod tests {
         );
         assert_eq!(
             losses.describe(),
-            "7 lost (4 ring buffer full, 3 BPF recursion); the kernel skipped 1 nested runs of \
+            "7 lost (4 ring buffer full, 3 BPF recursion); the kernel skipped 1 nested run of \
              the TIME_WAIT end hook (a TIME_WAIT -> CLOSE may be missing)"
         );
     }

@@ -22,6 +22,7 @@ use crate::exporter::{Endpoint, Exporter};
 use crate::lifetimes::{Ending, Lifetimes};
 use crate::live::{wait_for_records, Outcome, POLL_INTERVAL};
 use crate::losses::Losses;
+use crate::plural::counted;
 use crate::render::snapshot::{SnapshotCsv, SnapshotJson, SnapshotRenderer, SnapshotText};
 use crate::report::Report;
 use crate::table::ConnTable;
@@ -187,12 +188,13 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     drop(out);
     let verb = if config.quiet { "taken" } else { "shown" };
     let mut summary = format!(
-        "tcpstates: {shown} snapshots {verb}, {} sockets tracked, {}",
-        table.len(),
+        "tcpstates: {} {verb}, {} tracked, {}",
+        counted(shown, "snapshot"),
+        counted(table.len() as u64, "socket"),
         losses.describe()
     );
     if !alerts.is_empty() {
-        summary.push_str(&format!("; {} alerts", alerts.fired()));
+        summary.push_str(&format!("; {}", counted(alerts.fired(), "alert")));
     }
     eprintln!("{summary}");
     Ok(Outcome {

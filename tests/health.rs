@@ -402,7 +402,7 @@ fn a_close_wait_left_too_long_raises_one_alert_and_fails_the_check() {
         "reported soon after 1 s: {age}"
     );
     assert_eq!(out.status.code(), Some(3), "an alert fired: {}", out.stderr);
-    assert!(out.stderr.ends_with("; 1 alerts"), "{}", out.stderr);
+    assert!(out.stderr.ends_with("; 1 alert"), "{}", out.stderr);
 
     assert_eq!(fired.status.code(), Some(3), "{}", fired.stderr);
     let snapshot = &fired.json()[0];
