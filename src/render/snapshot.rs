@@ -10,6 +10,7 @@ use super::record::{AlertRecord, Rfc3339Micros};
 use crate::alerts::Alert;
 use crate::clock::Clock;
 use crate::lifetimes::Ending;
+use crate::plural::counted;
 use crate::report::{endpoint, Grouping, Holder, Pattern, Report};
 use crate::sanitize;
 use crate::table::{Age, Conn};
@@ -227,10 +228,9 @@ impl SnapshotRenderer for SnapshotText {
         let counts: Vec<String> = r.counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
         writeln!(
             out,
-            "{}  {} socket{}{}{}  lost {}",
+            "{}  {}{}{}  lost {}",
             humantime::format_rfc3339_seconds(r.time),
-            r.total(),
-            if r.total() == 1 { "" } else { "s" },
+            counted(r.total(), "socket"),
             if counts.is_empty() { "" } else { ": " },
             counts.join(", "),
             r.lost
