@@ -117,14 +117,19 @@ fn main() -> ExitCode {
     let listener = Arc::new(listener);
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    // Server sockets closed after their client's EOF: each one's connection has made its ten.
+    let closed = Arc::new(AtomicU64::new(0));
 
     // Servers: accept, read to EOF (the client closes first), close.
     for _ in 0..o.threads {
         let listener = Arc::clone(&listener);
+        let closed = Arc::clone(&closed);
         std::thread::spawn(move || {
             let mut sink = [0u8; 64];
             while let Ok((mut s, _)) = listener.accept() {
                 while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                drop(s);
+                closed.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
@@ -174,9 +179,16 @@ fn main() -> ExitCode {
     }
     stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    // Let the servers see the last EOFs and close.
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the servers accept the last connections, see their EOFs and close, so that every
+    // counted connection has made all its transitions (the listener closing on exit would reset
+    // the ones still queued). Bounded, in case a server thread is stuck.
     let n = done.load(Ordering::Relaxed);
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while closed.load(Ordering::Relaxed) < n && Instant::now() < drain_deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The last ACK, which takes each server socket from LAST_ACK to CLOSE, follows its close.
+    std::thread::sleep(Duration::from_millis(20));
     println!(
         "connections {n} seconds {elapsed:.3} rate {:.0}",
         n as f64 / elapsed
