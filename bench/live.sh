@@ -12,7 +12,8 @@
 # prints medians: achieved connections/s and slowdown against no tracer, events expected,
 # captured, lost (as the tool reported) and skipped by the kernel (BPF recursion), the kernel's
 # BPF run time per event (kernel.bpf_stats_enabled), the tool's CPU per million events, its
-# peak RSS and the time from exec to its first event.
+# peak RSS and the time from exec to its first event, and the changes the state tracepoint never
+# reported to the tracer ("untraced", with the statistics on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet --bin tcpstates --example churn --example bench_live

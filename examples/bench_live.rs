@@ -10,7 +10,10 @@
 //! here): what any tracer on the same hooks costs at least, measured in the same run.
 //! The kernel's BPF statistics (for the kernel ns column) add two clock reads to every run of
 //! every program: a tool that runs several programs per event pays that several times.
-//! `--no-bpf-stats` leaves them off, as users run, and measures everything but that column.
+//! `--no-bpf-stats` leaves them off, as users run, and measures everything but that column and
+//! "untraced": the round's state changes that the state tracepoint never reported to the
+//! tracer's state program (neither ran it nor counted a skip), so that "missing" splits into
+//! what the kernel did not report and what the tracer lost.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -57,6 +60,17 @@ impl Tracer {
         }
     }
 
+    /// The tracer's program on the state tracepoint, whose runs and skips count the changes
+    /// the tracepoint reported (BPF program names are cut to 15 bytes).
+    fn state_program(self) -> &'static str {
+        match self {
+            Tracer::LibbpfTools => "handle_set_stat",
+            Tracer::FloorEmpty | Tracer::FloorHooks => "floor_empty",
+            Tracer::FloorCount => "floor_count",
+            _ => "on_set_state",
+        }
+    }
+
     /// The programs of bench/floor.bpf.c this row attaches; none for the real tracers.
     fn floor_programs(self) -> &'static [&'static str] {
         match self {
@@ -76,6 +90,9 @@ struct Sample {
     reported_lost: u64,
     recursion_misses: u64,
     kernel_ns: u64,
+    /// State changes of the round the state tracepoint never reported to the tracer's program
+    /// (expected minus its runs and skips); known only with the kernel's BPF statistics on.
+    untraced: i64,
     cpu_s: f64,
     rss_kib: u64,
     startup_ms: Option<f64>,
@@ -218,18 +235,45 @@ fn max_prog_id() -> u32 {
     ProgInfoIter::default().map(|p| p.id).max().unwrap_or(0)
 }
 
-/// Run time of the programs loaded after `after`, and the recursion misses of the ones whose
-/// name starts with `state_prog` (the programs on inet_sock_set_state).
-fn prog_stats(after: u32, state_prog: &str) -> (u64, u64) {
-    ProgInfoIter::default()
-        .filter(|p| p.id > after)
-        .fold((0, 0), |(ns, miss), p| {
-            let on_state = p.name.to_string_lossy().starts_with(state_prog);
-            (
-                ns + p.run_time_ns,
-                miss + if on_state { p.recursion_misses } else { 0 },
-            )
-        })
+/// Counters of a tracer's programs (those loaded after a given id), read before and after the
+/// round so that the probe connections are left out.
+#[derive(Clone, Copy, Default)]
+struct ProgTotals {
+    /// Run time of all of them (kernel.bpf_stats_enabled).
+    run_ns: u64,
+    /// Recursion skips of its programs on the state tracepoint (those named like its state
+    /// program, up to the last underscore: libbpf-tools' one, the floor's).
+    misses: u64,
+    /// Runs and skips of its state program: the changes the state tracepoint reported to it.
+    invocations: u64,
+}
+
+impl ProgTotals {
+    fn read(after: u32, tracer: Tracer) -> ProgTotals {
+        let name = tracer.state_program();
+        let family = &name[..name.rfind('_').unwrap_or(name.len())];
+        ProgInfoIter::default()
+            .filter(|p| p.id > after)
+            .fold(ProgTotals::default(), |mut t, p| {
+                let prog = p.name.to_string_lossy();
+                t.run_ns += p.run_time_ns;
+                if prog.starts_with(family) {
+                    t.misses += p.recursion_misses;
+                }
+                if prog == name {
+                    t.invocations += p.run_cnt + p.recursion_misses;
+                }
+                t
+            })
+    }
+
+    fn since(self, start: ProgTotals) -> ProgTotals {
+        ProgTotals {
+            run_ns: self.run_ns.saturating_sub(start.run_ns),
+            misses: self.misses.saturating_sub(start.misses),
+            invocations: self.invocations.saturating_sub(start.invocations),
+        }
+    }
 }
 
 /// Transitions tcpstates reported as skipped by the kernel, from its summary line
@@ -401,14 +445,21 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
         probe_events =
             count_transitions(tracer, &fs::read_to_string(&out_path).unwrap_or_default());
     }
+    let at_start = ProgTotals::read(before, tracer);
     let (connections, achieved) = churn(paths, &ns, rate, seconds, 4);
     sample.achieved = achieved;
     sample.expected = connections * TRANSITIONS_PER_CONNECTION;
+    let round = |sample: &mut Sample| {
+        let totals = ProgTotals::read(before, tracer).since(at_start);
+        sample.kernel_ns = totals.run_ns;
+        // The churn's listener makes two changes of its own.
+        sample.untraced = sample.expected as i64 + 2 - totals.invocations as i64;
+        totals
+    };
 
     if let Some(mut child) = child {
         std::thread::sleep(Duration::from_millis(500));
-        // libbpf-tools' program is handle_set_state (names are cut to 15 bytes).
-        let (kernel_ns, misses) = prog_stats(before, "handle_set_stat");
+        let totals = round(&mut sample);
         let (cpu, rss) = proc_cpu_and_rss(child.id());
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -420,19 +471,16 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
         sample.captured = count_transitions(tracer, &out).saturating_sub(probe_events);
         sample.reported_lost = reported_lost(tracer, &out, &err);
         sample.recursion_misses = match tracer {
-            Tracer::LibbpfTools => misses,
+            Tracer::LibbpfTools => totals.misses,
             _ => reported_skips(&err).unwrap_or(0),
         };
-        sample.kernel_ns = kernel_ns;
         sample.cpu_s = cpu;
         sample.rss_kib = rss;
     }
     if let Some(floor) = floor {
         std::thread::sleep(Duration::from_millis(500));
-        let (kernel_ns, misses) = prog_stats(before, "floor_");
+        sample.recursion_misses = round(&mut sample).misses;
         sample.captured = floor_counted(&floor);
-        sample.recursion_misses = misses;
-        sample.kernel_ns = kernel_ns;
     }
     let _ = fs::remove_file(&out_path);
     let _ = fs::remove_file(&err_path);
@@ -507,7 +555,7 @@ fn main() {
     }
 
     println!(
-        "{:<7} {:<26} {:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>11} {:>10} {:>7} {:>8}",
+        "{:<7} {:<26} {:>9} {:>8} {:>9} {:>9} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>8}",
         "offered",
         "tracer",
         "conn/s",
@@ -517,6 +565,7 @@ fn main() {
         "lost",
         "bpf-skip",
         "missing",
+        "untraced",
         "kernel ns/ev",
         "cpu s/1M ev",
         "rss MiB",
@@ -556,10 +605,13 @@ fn main() {
                 continue;
             }
             let events = |s: &Sample| s.expected.max(1) as f64;
-            let kernel = if with_stats {
-                format!("{:.0}", m(&|s| s.kernel_ns as f64 / events(s)))
+            let (kernel, untraced) = if with_stats {
+                (
+                    format!("{:.0}", m(&|s| s.kernel_ns as f64 / events(s))),
+                    format!("{:.0}", m(&|s| s.untraced as f64)),
+                )
             } else {
-                "-".to_string()
+                ("-".to_string(), "-".to_string())
             };
             if !tracer.floor_programs().is_empty() {
                 // Loaded in this process: no output, CPU, memory or start of their own.
@@ -571,7 +623,7 @@ fn main() {
                     }
                 };
                 println!(
-                    "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9} {:>6} {:>8.0} {:>7} {kernel:>11} {:>10} {:>7} {:>8}",
+                    "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9} {:>6} {:>8.0} {:>7} {untraced:>8} {kernel:>11} {:>10} {:>7} {:>8}",
                     tracer.name(),
                     baseline / achieved.max(1.0),
                     m(&|s| s.expected as f64),
@@ -586,7 +638,7 @@ fn main() {
                 continue;
             }
             println!(
-                "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {:>11} {:>10.2} {:>7.1} {:>8}",
+                "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9.0} {:>6.0} {:>8.0} {:>7.0} {untraced:>8} {:>11} {:>10.2} {:>7.1} {:>8}",
                 tracer.name(),
                 baseline / achieved.max(1.0),
                 m(&|s| s.expected as f64),
