@@ -16,6 +16,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{Events, Filters};
 use crate::event::{self, Owner, Socket, OWNER_RECORD_SIZE, SOCKET_RECORD_SIZE};
+use crate::seeds::{self, Seeds};
 use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 
 /// Indexes of the `lost` map (as in the BPF program).
@@ -174,9 +175,7 @@ impl<'obj> Tracer<'obj> {
         rodata.wakeup_bytes = u64::from(ring_size / 8);
         rodata.with_stats = parts.stats;
         rodata.socket_figures = parts.socket_figures;
-        // Without hooks nothing needs the owners in the kernel later: read them out instead of
-        // creating storage in every socket.
-        rodata.owners_as_records = !parts.hooks;
+        rodata.one_shot = !parts.hooks;
         rodata.final_only = parts.final_only;
         rodata.notice_kinds = [
             (parts.events.retransmit, EVENT_RETRANSMIT),
@@ -209,6 +208,23 @@ impl<'obj> Tracer<'obj> {
             .tws
             .set_max_entries(timewait_slots)
             .context("sizing the TIME_WAIT map")?;
+        let (seed_slots, listener_slots) = if parts.hooks {
+            seeds::map_sizes(
+                std::fs::read_to_string("/proc/net/sockstat")
+                    .ok()
+                    .as_deref(),
+            )
+        } else {
+            (1, 1)
+        };
+        open.maps
+            .seeds
+            .set_max_entries(seed_slots)
+            .context("sizing the map of existing sockets' owners")?;
+        open.maps
+            .listeners
+            .set_max_entries(listener_slots)
+            .context("sizing the map of listeners' owners")?;
         // Each program loaded costs verification time at start.
         open.progs.on_set_state.set_autoload(parts.hooks);
         open.progs.on_set_state_nested.set_autoload(parts.hooks);
@@ -292,11 +308,36 @@ impl<'obj> Tracer<'obj> {
         };
         if tracer.parts.hooks {
             // After attaching, so that no socket opened in between is missed.
-            let (_link, mut iter) = tracer.start_owner_iter()?;
-            // Nothing is written out: the owners go into socket storage.
-            read_records(&mut iter, OWNER_RECORD_SIZE, OWNERS_READ, |_| Ok(()))?;
+            tracer.seed_owners()?;
         }
         Ok(tracer)
+    }
+
+    /// Finds the owners of the sockets that exist now and writes them where the hooks look
+    /// for the owner of a socket they did not see being opened.
+    fn seed_owners(&self) -> Result<()> {
+        let (_link, mut iter) = self.start_owner_iter()?;
+        let mut records = Vec::new();
+        read_records(&mut iter, OWNER_RECORD_SIZE, OWNERS_READ, |bytes| {
+            records.extend(
+                bytes
+                    .chunks_exact(OWNER_RECORD_SIZE)
+                    .filter_map(event::decode_owner_record),
+            );
+            Ok(())
+        })?;
+        let found = Seeds::from_records(records);
+        let maps = &self.skel.maps;
+        let sockets = seeds::write_map(&maps.seeds, &found.sockets, &found.owners)?;
+        let listeners = seeds::write_map(&maps.listeners, &found.places, &found.listeners)?;
+        let unseeded = found.sockets.len() - sockets + found.places.len() - listeners;
+        if unseeded > 0 {
+            eprintln!(
+                "tcpstates: the owners of {} that existed at start are unknown (map full)",
+                crate::plural::counted(unseeded as u64, "socket")
+            );
+        }
+        Ok(())
     }
 
     /// The task_file iterator that finds the owners of existing sockets: with hooks it writes

@@ -29,8 +29,14 @@ unsafe impl plain::Plain for types::event {}
 unsafe impl plain::Plain for types::socket_record {}
 // SAFETY: as for `event`: integers only.
 unsafe impl plain::Plain for types::conn_stats {}
-// SAFETY: as for `event`: integers and a byte array only.
+// SAFETY: as for `event`: integers and byte arrays only.
 unsafe impl plain::Plain for types::owner_record {}
+// SAFETY: as for `event`: integers and a byte array only.
+unsafe impl plain::Plain for types::owner {}
+// SAFETY: as for `event`: integers only.
+unsafe impl plain::Plain for types::listener_key {}
+// SAFETY: as for `event`: integers and a byte array only.
+unsafe impl plain::Plain for types::listener_owner {}
 
 /// Size of one record of the task_file program (one-shot snapshots).
 pub const OWNER_RECORD_SIZE: usize = std::mem::size_of::<types::owner_record>();
@@ -248,15 +254,21 @@ pub struct SocketInfo {
     pub bytes_in_flight: u32,
 }
 
-/// Decodes one owner record: the socket and the process holding it.
-pub fn decode_owner(data: &[u8]) -> Option<(u64, Owner)> {
+/// One owner record as the task_file program wrote it.
+pub fn decode_owner_record(data: &[u8]) -> Option<types::owner_record> {
     let mut raw = types::owner_record::default();
     plain::copy_from_bytes(&mut raw, data).ok()?;
+    Some(raw)
+}
+
+/// Decodes one owner record: the socket and the process holding it.
+pub fn decode_owner(data: &[u8]) -> Option<(u64, Owner)> {
+    let raw = decode_owner_record(data)?;
     Some((
         raw.skaddr,
         Owner {
-            pid: raw.pid,
-            comm: Comm::new(&raw.comm.map(|c| c as u8)),
+            pid: raw.owner.pid,
+            comm: Comm::new(&raw.owner.comm.map(|c| c as u8)),
         },
     ))
 }

@@ -21,6 +21,7 @@ pub mod render;
 pub mod report;
 pub mod resolve;
 pub mod sanitize;
+pub mod seeds;
 pub mod signals;
 pub mod snapshots;
 pub mod table;

@@ -358,3 +358,67 @@ fn with_so_reuseport_each_accepted_socket_belongs_to_the_listener_that_took_it()
         assert_eq!(e["pid"], u64::from(taken_by[&port]), "{e}");
     }
 }
+
+#[test]
+fn sockets_opened_before_the_start_keep_their_owners() {
+    let ns = Netns::new();
+    let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "0", "--connections", "2"]);
+    let port = server.expect("listening ");
+    let mut early = Peer::spawn(&ns, &["client", "127.0.0.1", &port, "--idle"]);
+    let early_port = early.expect("open ");
+    let tool = Tool::start(&["--netns", &ns.name, "-o", "json"]);
+    // The early connection's end, then a child of the listener that existed before the start.
+    let early_pid = early.pid;
+    early.finish();
+    server.expect("closed 1");
+    let mut late = Peer::spawn(&ns, &["client", "127.0.0.1", &port]);
+    let late_port = late.expect("closed ");
+    let (server_pid, late_pid) = (server.pid, late.pid);
+    late.finish();
+    server.expect("closed 2");
+    server.finish();
+    let out = tool.stop();
+    let events = transitions(&out.json());
+    let [port, early_port, late_port]: [u64; 3] =
+        [port, early_port, late_port].map(|p| p.parse().unwrap());
+    for e in &events {
+        let lport = e["lport"].as_u64().unwrap();
+        let owner = if lport == port {
+            server_pid
+        } else if lport == early_port {
+            early_pid
+        } else {
+            // connect() runs before the port is chosen.
+            assert!(lport == late_port || lport == 0, "{e}");
+            late_pid
+        };
+        assert_eq!(e["pid"].as_u64(), Some(u64::from(owner)), "{e}");
+    }
+    let arrows_at = |lport: u64, rport: u64| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["lport"] == lport && e["rport"] == rport)
+            .map(arrow)
+            .collect()
+    };
+    // The early connection, seen from the middle of its life on.
+    assert_eq!(
+        arrows_at(early_port, port),
+        [
+            "ESTABLISHED->FIN_WAIT1",
+            "FIN_WAIT1->FIN_WAIT2",
+            "FIN_WAIT2->TIME_WAIT"
+        ]
+    );
+    assert_eq!(
+        arrows_at(port, early_port),
+        [
+            "ESTABLISHED->CLOSE_WAIT",
+            "CLOSE_WAIT->LAST_ACK",
+            "LAST_ACK->CLOSE"
+        ]
+    );
+    assert_eq!(arrows_at(port, late_port), SERVER_CHILD_LIFE);
+    assert_eq!(arrows_at(late_port, port), CLIENT_LIFE[1..]);
+    assert_eq!(arrows_at(port, 0), ["LISTEN->CLOSE"]);
+}

@@ -21,11 +21,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Unused; make the skeleton generate types::event and types::socket_record for the Rust side. */
+/* Unused; make the skeleton generate the record types (types::event, ...) for the Rust side. */
 struct event event_layout = {};
 struct socket_record socket_record_layout = {};
 struct event_with_stats event_with_stats_layout = {};
 struct owner_record owner_record_layout = {};
+struct listener_owner listener_owner_layout = {};
+struct listener_key listener_key_layout = {};
 
 /* Filters, set by user space before load; zero means off. */
 const volatile __u16 filter_family = 0;
@@ -48,11 +50,11 @@ const volatile bool socket_figures = false;
 /* Kinds other than transitions to stream: bit (1 << EVENT_*). */
 const volatile __u32 notice_kinds = 0;
 /*
- * One-shot snapshots: no hook will need the owners later, so seed_owners writes them out as
- * records instead of into socket storage, and dump_sockets leaves the pid and comm filters,
- * which need the owner, to user space.
+ * One-shot snapshots: no hooks are loaded. seed_owners then writes every socket file it finds
+ * without reading the socket, and dump_sockets leaves the pid and comm filters, which need the
+ * owner, to user space.
  */
-const volatile bool owners_as_records = false;
+const volatile bool one_shot = false;
 
 /*
  * Learned from the first TIME_WAIT takeover: the timewait sockets' slab caches (IPv4, IPv6).
@@ -113,6 +115,32 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } tws SEC(".maps");
+
+/*
+ * The owners of the sockets that existed at start, from the task_file walk, written by user
+ * space after the hooks are attached. A socket takes its owner from here the first time it is
+ * seen without one, which removes the entry: the map only shrinks. Sized by user space to the
+ * kernel's count of TCP sockets.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, __u64);
+	__type(value, struct owner);
+} seeds SEC(".maps");
+
+/*
+ * Owners of listeners by namespace and port, for the accepted children of a listener whose own
+ * storage has no owner (it existed at start). A listener's entry goes when it closes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, struct listener_key);
+	__type(value, struct listener_owner);
+} listeners SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -445,6 +473,53 @@ static __always_inline void set_cgroup(struct sock_info *info, const struct tcp_
 		info->flags |= SOCK_F_CGROUP_MATCH;
 }
 
+static __always_inline void take_owner(struct sock_info *info, const struct owner *owner)
+{
+	info->pid = owner->pid;
+	__builtin_memcpy(info->comm, owner->comm, TASK_COMM_LEN);
+	info->flags |= EVENT_F_OWNER_KNOWN;
+}
+
+/* A socket that existed at start: its owner as the task_file walk found it, if it did. */
+static __always_inline void adopt_seed(struct sock_info *info, __u64 skaddr, bool consume)
+{
+	struct owner *seed = bpf_map_lookup_elem(&seeds, &skaddr);
+
+	if (!seed)
+		return;
+	take_owner(info, seed);
+	if (consume) /* the socket keeps it in its own storage from now on */
+		bpf_map_delete_elem(&seeds, &skaddr);
+}
+
+static __always_inline struct listener_key listener_at(__u32 netns, __be16 sport)
+{
+	struct listener_key key = { .netns = netns, .lport = bpf_ntohs(sport) };
+
+	return key;
+}
+
+/* An accepted child of a listener whose owner its storage did not hold. */
+static __always_inline void adopt_listener_owner(struct sock_info *info, __u32 netns,
+						 __be16 sport)
+{
+	struct listener_key key = listener_at(netns, sport);
+	struct listener_owner *listener = bpf_map_lookup_elem(&listeners, &key);
+
+	if (listener)
+		take_owner(info, &listener->owner);
+}
+
+/* A listener closed: its place no longer names its owner. */
+static __always_inline void forget_listener(__u32 netns, __be16 sport, __u64 skaddr)
+{
+	struct listener_key key = listener_at(netns, sport);
+	struct listener_owner *listener = bpf_map_lookup_elem(&listeners, &key);
+
+	if (listener && listener->skaddr == skaddr)
+		bpf_map_delete_elem(&listeners, &key);
+}
+
 static __always_inline void set_owner_current(struct sock_info *info)
 {
 	info->pid = bpf_get_current_pid_tgid() >> 32;
@@ -567,6 +642,8 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		info->born_ns = now;
 		info->skaddr = skaddr;
 		info->flags |= SOCK_F_SYN_RECV_DEFERRED | SOCK_F_PASSIVE;
+		if (!(info->flags & EVENT_F_OWNER_KNOWN))
+			adopt_listener_owner(info, netns, sport);
 		return;
 	} else if (info->skaddr != skaddr) {
 		/* First seen mid-life: time in oldstate unknown; an owner only if cloned. */
@@ -576,6 +653,11 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		info->skaddr = skaddr;
 		set_cgroup(info, tp);
 	}
+
+	if (!(info->flags & EVENT_F_OWNER_KNOWN))
+		adopt_seed(info, skaddr, info != &fresh);
+	if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
+		forget_listener(netns, sport, skaddr);
 
 	/* Who sent the first FIN. */
 	if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) &&
@@ -761,6 +843,17 @@ static __always_inline struct sock_info *known_socket(const struct sock *sk, int
 	return info && info->skaddr == skaddr ? info : NULL;
 }
 
+/* What is known of the socket at skaddr, or else what its seed says, in `none`. */
+static __always_inline struct sock_info *known_or_seeded(struct sock_info *info,
+							  struct sock_info *none, __u64 skaddr)
+{
+	if (!info)
+		info = none;
+	if (skaddr && !(info->flags & EVENT_F_OWNER_KNOWN))
+		adopt_seed(info, skaddr, info != none);
+	return info;
+}
+
 /* Is sk a full TCP socket (not timewait or request)? */
 static __always_inline bool full_tcp_sock(const struct sock *sk)
 {
@@ -826,7 +919,7 @@ static __always_inline void notice_socket(int kind, const struct sock *sk, __u32
 	struct tuple t;
 
 	info = socket_tuple(sk, &t);
-	emit_notice(kind, &t, (__u64)sk, info ? info : &none, detail);
+	emit_notice(kind, &t, (__u64)sk, known_or_seeded(info, &none, (__u64)sk), detail);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
@@ -872,7 +965,7 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 		return 0;
 	}
 	if (wanted)
-		emit_notice(EVENT_RESET_SENT, &t, skaddr, info ? info : &none, 0);
+		emit_notice(EVENT_RESET_SENT, &t, skaddr, known_or_seeded(info, &none, skaddr), 0);
 	return 0;
 }
 
@@ -898,65 +991,63 @@ int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int re
 			info = known_socket(sk, t.state);
 		}
 	}
-	emit_notice(EVENT_DROP, &t, skaddr, info ? info : &none, reason);
+	emit_notice(EVENT_DROP, &t, skaddr, known_or_seeded(info, &none, skaddr), reason);
 	return 0;
 }
 
+/* The socket behind a file, or NULL if the file is not a socket. */
+static __always_inline struct sock *file_socket(struct file *file)
+{
+	struct socket *sock;
+
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_sock_from_file)) {
+		sock = bpf_sock_from_file(file);
+		return sock ? sock->sk : NULL;
+	}
+	/* Before bpf_sock_from_file (5.11): a socket's file has a sockfs inode, and its
+	 * private_data is the struct socket. */
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+}
+
 /*
- * Seed owners of sockets opened before tracing started: every open file of every process, in
- * all network namespaces at once. Owners the live hooks recorded meanwhile are newer and kept.
+ * The owners of the sockets that exist now: every open file of every process, in all network
+ * namespaces at once, as `ss -p` finds them. With hooks, user space puts the TCP sockets' owners
+ * where the hooks look for them (seeds, listeners); the socket is read with probe loads, as the
+ * verifier does not trust a pointer read from a struct socket.
  */
 SEC("iter/task_file")
 int seed_owners(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct sock_info *info;
-	struct socket *sock;
+	struct owner_record r = {};
 	struct sock *sk;
-	__u64 skaddr;
-	__u16 family;
 
 	if (!task || !file)
 		return 0;
-	/* NULL unless the file is a socket; typed, so fields below are plain loads. */
-	sock = bpf_sock_from_file(file);
-	if (!sock)
-		return 0;
-	sk = sock->sk;
+	sk = file_socket(file);
 	if (!sk)
 		return 0;
-	skaddr = (__u64)sk;
-	if (owners_as_records) {
-		/* Every socket's: user space keeps those of the TCP sockets it lists. Not reading
-		 * the socket itself here saves a cache miss or two per socket on a busy host. */
-		struct owner_record r = {};
+	r.skaddr = (__u64)sk;
+	r.owner.pid = task->tgid;
+	__builtin_memcpy(r.owner.comm, task->comm, TASK_COMM_LEN);
+	if (!one_shot) {
+		/* One-shot snapshots keep only the TCP sockets they list: not reading the socket
+		 * here saves a cache miss or two per socket on a busy host. */
+		__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 
-		r.skaddr = skaddr;
-		r.pid = task->tgid;
-		__builtin_memcpy(r.comm, task->comm, TASK_COMM_LEN);
-		bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
-		return 0;
-	}
-	family = sk->__sk_common.skc_family;
-	if ((family != AF_INET && family != AF_INET6) || sk->sk_type != SOCK_STREAM ||
-	    sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	info = bpf_sk_storage_get(&socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!info || (info->skaddr == skaddr && (info->flags & EVENT_F_OWNER_KNOWN)))
-		return 0;
-	if (info->skaddr != skaddr) {
-		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-
-		if (!tp)
+		if ((family != AF_INET && family != AF_INET6) ||
+		    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM ||
+		    BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 			return 0;
-		__builtin_memset(info, 0, sizeof(*info));
-		info->skaddr = skaddr;
-		set_cgroup(info, tp);
+		r.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		r.lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	}
-	info->pid = task->tgid;
-	__builtin_memcpy(info->comm, task->comm, TASK_COMM_LEN);
-	info->flags |= EVENT_F_OWNER_KNOWN;
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }
 
@@ -1003,7 +1094,7 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		if (!tp)
 			return 0;
 		/* One-shot snapshots load no hooks: no socket has storage to look for. */
-		known = owners_as_records ? NULL : bpf_sk_storage_get(&socks, (struct sock *)tp, 0, 0);
+		known = one_shot ? NULL : bpf_sk_storage_get(&socks, (struct sock *)tp, 0, 0);
 		if (known && known->skaddr != key)
 			known = NULL; /* storage of an accepted socket not yet seen: its listener's */
 		sport = ((struct inet_sock *)tp)->inet_sport;
@@ -1022,9 +1113,11 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 			info = known;
 		else
 			set_cgroup(&fresh, tp);
+		if (!one_shot && !(info->flags & EVENT_F_OWNER_KNOWN))
+			adopt_seed(info, key, info == known);
 	}
 	r.sport = bpf_ntohs(sport);
-	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, !owners_as_records))
+	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, !one_shot))
 		return 0;
 	r.since_ns = info->ts_ns;
 	r.cgroup = info->cgroup;

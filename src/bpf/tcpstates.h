@@ -72,12 +72,37 @@ struct event_with_stats {
 	struct conn_stats stats;
 };
 
-/* A process holding a socket open, as the iter/task_file program finds it (one-shot snapshots). */
-struct owner_record {
-	__u64 skaddr;
+/* A process that holds a socket open. */
+struct owner {
 	__u32 pid;
 	__u32 pad;
 	char comm[TASK_COMM_LEN];
+};
+
+/*
+ * A socket file and its holder, as the iter/task_file program finds them. With hooks only TCP
+ * sockets are written, with their state, namespace and port (to seed listeners' owners).
+ */
+struct owner_record {
+	__u64 skaddr;
+	struct owner owner;
+	__u32 netns;
+	__u16 lport;
+	__u8 state;
+	__u8 pad;
+};
+
+/* A listening socket's place, where its accepted children find it: namespace and local port. */
+struct listener_key {
+	__u32 netns;
+	__u16 lport;
+	__u16 pad;
+};
+
+/* Who owns the listener at a listener_key. */
+struct listener_owner {
+	__u64 skaddr;
+	struct owner owner;
 };
 
 /* One existing socket as the iter/tcp program finds it. */

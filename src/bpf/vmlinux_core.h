@@ -34,6 +34,8 @@ enum { BPF_F_NO_PREALLOC = 1, BPF_F_CLONE = 1 << 9 };
 enum { BPF_SK_STORAGE_GET_F_CREATE = 1 };
 enum { BPF_RB_NO_WAKEUP = 1, BPF_RB_FORCE_WAKEUP = 2 };
 enum { BPF_RB_AVAIL_DATA = 0, BPF_RB_RING_SIZE = 1 };
+/* Helpers whose existence the program checks (CO-RE: the kernel's own enum decides). */
+enum bpf_func_id { BPF_FUNC_sock_from_file = 162 };
 
 #define AF_INET 2
 #define AF_INET6 10
