@@ -5,20 +5,25 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const BPF_SOURCE: &str = "src/bpf/tcpstates.bpf.c";
+/// The program, and the feature probe loaded before it.
+const BPF_SOURCES: [(&str, &str); 2] = [
+    ("src/bpf/tcpstates.bpf.c", "tcpstates.skel.rs"),
+    ("src/bpf/probe.bpf.c", "probe.skel.rs"),
+];
 const BPF_HEADERS: [&str; 2] = ["src/bpf/tcpstates.h", "src/bpf/vmlinux_core.h"];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let skeleton = out_dir.join("tcpstates.skel.rs");
-    if let Err(err) = SkeletonBuilder::new()
-        .source(BPF_SOURCE)
-        .clang_args(["-Wall", "-Wno-unused-function", "-Werror"])
-        .build_and_generate(&skeleton)
-    {
-        panic!("building the BPF program {BPF_SOURCE} failed (is clang installed?): {err:#}");
+    for (source, skeleton) in BPF_SOURCES {
+        if let Err(err) = SkeletonBuilder::new()
+            .source(source)
+            .clang_args(["-Wall", "-Wno-unused-function", "-Werror"])
+            .build_and_generate(out_dir.join(skeleton))
+        {
+            panic!("building the BPF program {source} failed (is clang installed?): {err:#}");
+        }
+        println!("cargo:rerun-if-changed={source}");
     }
-    println!("cargo:rerun-if-changed={BPF_SOURCE}");
     for header in BPF_HEADERS {
         println!("cargo:rerun-if-changed={header}");
     }

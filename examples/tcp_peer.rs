@@ -16,6 +16,8 @@
 //!     --send BYTES [--chunk BYTES --chunk-pause-ms MS]: send this many bytes instead of the line,
 //!     in writes of --chunk bytes (TCP_NODELAY) with pauses between them.
 //!     --reset: after sending, close with SO_LINGER 0 (an RST); print "reset LOCALPORT".
+//!     --orphan: after sending, close at once without waiting for the peer (the kernel finishes
+//!     the close for an orphaned socket); print "orphaned LOCALPORT".
 //!     --syn-retries N: TCP_SYNCNT, so that an unanswered connect times out sooner.
 //!     A failed connect prints "failed ERRNO" (e.g. "failed ECONNREFUSED") and exits with 1.
 //! tcp_peer pairs ADDR N
@@ -44,6 +46,7 @@ struct Options {
     chunk: Option<usize>,
     chunk_pause: Duration,
     reset: bool,
+    orphan: bool,
     syn_retries: Option<i32>,
     reuseport: bool,
 }
@@ -64,6 +67,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
         chunk: None,
         chunk_pause: Duration::ZERO,
         reset: false,
+        orphan: false,
         syn_retries: None,
         reuseport: false,
     };
@@ -85,6 +89,7 @@ fn parse(args: &[String]) -> Result<(String, Options), String> {
                 options.syn_retries = Some(value()?.parse().map_err(|_| "bad count")?)
             }
             "--reset" => options.reset = true,
+            "--orphan" => options.orphan = true,
             "--hold" => options.hold = true,
             "--idle" => options.idle = true,
             "--reuseport" => options.reuseport = true,
@@ -202,6 +207,13 @@ fn client(o: &Options) -> io::Result<()> {
             .map_err(io::Error::from)?;
             drop(stream);
             println!("reset {local_port}");
+            io::stdout().flush()?;
+            std::thread::sleep(o.pause);
+            continue;
+        }
+        if o.orphan {
+            drop(stream);
+            println!("orphaned {local_port}");
             io::stdout().flush()?;
             std::thread::sleep(o.pause);
             continue;

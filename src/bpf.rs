@@ -1,11 +1,13 @@
 //! The BPF side from user space: configure, load and attach the program, read its ring buffer
 //! and its loss counters.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -16,6 +18,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{Events, Filters};
 use crate::event::{self, Owner, Socket, OWNER_RECORD_SIZE, SOCKET_RECORD_SIZE};
+use crate::features::{Features, TimewaitEnd, TimewaitEndProgram};
 use crate::seeds::{self, Seeds};
 use crate::skel::{TcpstatesSkel, TcpstatesSkelBuilder};
 
@@ -26,6 +29,21 @@ const TW_UNTRACKED: u32 = 2;
 /// Bounds of the TIME_WAIT map's size, which follows the kernel's `tcp_max_tw_buckets`.
 const TIMEWAIT_ENTRIES_MIN: u32 = 65_536;
 const TIMEWAIT_ENTRIES_MAX: u32 = 1 << 19;
+/// How often the FIN_WAIT2 timewait sockets are checked for their peer's FIN: the delay of
+/// their `FIN_WAIT2 -> TIME_WAIT` records (the time in them is the kernel's).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Sockets per run of the sweep (SWEEP_BATCH in the BPF program).
+const SWEEP_BATCH: usize = 12;
+/// Bounds of the per-socket hash used where tracing programs have no socket storage.
+const SOCKET_ENTRIES_MIN: u32 = 65_536;
+const SOCKET_ENTRIES_MAX: u32 = 1 << 20;
+/// Listeners whose children take their owner by place, in that case.
+const LISTENER_ENTRIES_MIN: u32 = 4096;
+/// Sockets just closed, for the RST sent after a close, in that case.
+const CLOSED_ENTRIES: u32 = 4096;
+/// How on_cache_free matches its third argument (as in the BPF program).
+const TW_FREE_BY_CACHE: u32 = 1;
+const TW_FREE_BY_NAME: u32 = 2;
 /// Record kinds (as in tcpstates.h).
 const EVENT_RETRANSMIT: u32 = 2;
 const EVENT_RESET_SENT: u32 = 3;
@@ -129,6 +147,12 @@ pub struct Tracer<'obj> {
     /// Without hooks (a one-shot snapshot): the owner filters to apply here rather than in the
     /// kernel, where the owners are not known.
     owner_filters: (Option<u32>, Option<Vec<u8>>),
+    /// What this kernel offers that the run would use and does not, one line each.
+    missing: Vec<String>,
+    /// The variants of hooks chosen for this kernel.
+    features: Features,
+    /// When the FIN_WAIT2 sweep last ran.
+    swept: Cell<Instant>,
 }
 
 impl<'obj> Tracer<'obj> {
@@ -141,6 +165,18 @@ impl<'obj> Tracer<'obj> {
         parts: Parts,
         verbose: bool,
     ) -> Result<Tracer<'obj>> {
+        // Before libbpf's printing is set: the probe's failure on old kernels is expected.
+        let features = if parts.hooks {
+            Features::of_running_kernel()
+        } else {
+            // No hook is loaded, and the socket list reads no per-socket data.
+            Features {
+                socket_storage: true,
+                timewait_end: TimewaitEnd::ByCache,
+                drop_reason: true,
+                reset_without_socket: true,
+            }
+        };
         libbpf_rs::set_print(Some(if verbose {
             (
                 PrintLevel::Debug,
@@ -177,6 +213,17 @@ impl<'obj> Tracer<'obj> {
         rodata.socket_figures = parts.socket_figures;
         rodata.one_shot = !parts.hooks;
         rodata.final_only = parts.final_only;
+        rodata.socket_storage = features.socket_storage;
+        match features.timewait_end {
+            TimewaitEnd::ByName => rodata.tw_free_match = TW_FREE_BY_NAME,
+            TimewaitEnd::ByCallSite { start, end } => {
+                rodata.tw_free_site_start = start;
+                rodata.tw_free_site_end = end;
+            }
+            TimewaitEnd::ByCache | TimewaitEnd::Unavailable(_) => {
+                rodata.tw_free_match = TW_FREE_BY_CACHE
+            }
+        }
         rodata.notice_kinds = [
             (parts.events.retransmit, EVENT_RETRANSMIT),
             (parts.events.reset, EVENT_RESET_SENT),
@@ -208,6 +255,10 @@ impl<'obj> Tracer<'obj> {
             .tws
             .set_max_entries(timewait_slots)
             .context("sizing the TIME_WAIT map")?;
+        open.maps
+            .fin_wait2_tws
+            .set_max_entries(timewait_slots)
+            .context("sizing the map of FIN_WAIT2 timewait sockets")?;
         let (seed_slots, listener_slots) = if parts.hooks {
             seeds::map_sizes(
                 std::fs::read_to_string("/proc/net/sockstat")
@@ -221,6 +272,29 @@ impl<'obj> Tracer<'obj> {
             .seeds
             .set_max_entries(seed_slots)
             .context("sizing the map of existing sockets' owners")?;
+        let (socket_slots, listener_slots) = if parts.hooks && !features.socket_storage {
+            // Every socket's data is in the hash: room for twice those that exist now.
+            let sockets = seed_slots
+                .saturating_mul(2)
+                .clamp(SOCKET_ENTRIES_MIN, SOCKET_ENTRIES_MAX);
+            if verbose {
+                eprintln!(
+                    "tcpstates: no socket storage for tracing programs on this kernel: \
+                     per-socket data in a hash of {sockets} entries"
+                );
+            }
+            (sockets, listener_slots.max(LISTENER_ENTRIES_MIN))
+        } else {
+            (1, listener_slots)
+        };
+        open.maps
+            .socks_by_addr
+            .set_max_entries(socket_slots)
+            .context("sizing the map of sockets")?;
+        open.maps
+            .closed_socks
+            .set_max_entries(if socket_slots > 1 { CLOSED_ENTRIES } else { 1 })
+            .context("sizing the map of closed sockets")?;
         open.maps
             .listeners
             .set_max_entries(listener_slots)
@@ -228,20 +302,34 @@ impl<'obj> Tracer<'obj> {
         // Each program loaded costs verification time at start.
         open.progs.on_set_state.set_autoload(parts.hooks);
         open.progs.on_set_state_nested.set_autoload(parts.hooks);
-        open.progs.on_cache_free.set_autoload(parts.hooks);
+        let by_site = features.timewait_end_is(TimewaitEndProgram::ByCallSite);
+        let timewait_end = by_site || features.timewait_end_is(TimewaitEndProgram::ByArgument);
+        open.progs
+            .on_cache_free
+            .set_autoload(parts.hooks && !by_site && timewait_end);
+        open.progs
+            .on_cache_free_by_site
+            .set_autoload(parts.hooks && by_site);
         open.progs.dump_sockets.set_autoload(parts.socket_list);
+        open.progs.sweep_fin_wait2.set_autoload(parts.hooks);
         let optional = parts.optional_hooks();
         open.progs.on_send_reset.set_autoload(optional.send_reset);
         open.progs
             .on_receive_reset
             .set_autoload(optional.receive_reset);
         open.progs.on_retransmit.set_autoload(optional.retransmit);
-        open.progs.on_drop.set_autoload(optional.drop);
+        open.progs
+            .on_drop
+            .set_autoload(optional.drop && features.drop_reason);
+        open.progs
+            .on_drop_without_reason
+            .set_autoload(optional.drop && !features.drop_reason);
 
         let mut skel = open.load().map_err(|err| {
             anyhow!(
-                "loading the BPF program into the kernel failed: {err}{}",
-                libbpf_says()
+                "loading the BPF program into the kernel failed: {err}{}{}",
+                libbpf_says(),
+                memlock_hint(&err)
             )
         })?;
 
@@ -264,11 +352,15 @@ impl<'obj> Tracer<'obj> {
                 .on_set_state
                 .attach()
                 .map_err(attach_failed("inet_sock_set_state"))?;
-            let cache_free = skel
-                .progs
-                .on_cache_free
-                .attach()
-                .map_err(attach_failed("kmem_cache_free"))?;
+            let cache_free = if !timewait_end {
+                None
+            } else if by_site {
+                let link = skel.progs.on_cache_free_by_site.attach();
+                Some(link.map_err(attach_failed("kmem_cache_free"))?)
+            } else {
+                let link = skel.progs.on_cache_free.attach();
+                Some(link.map_err(attach_failed("kmem_cache_free"))?)
+            };
             let set_state_nested = skel
                 .progs
                 .on_set_state_nested
@@ -276,7 +368,11 @@ impl<'obj> Tracer<'obj> {
                 .map_err(attach_failed("inet_sock_set_state"))?;
             skel.links.on_set_state = Some(set_state);
             skel.links.on_set_state_nested = Some(set_state_nested);
-            skel.links.on_cache_free = Some(cache_free);
+            if by_site {
+                skel.links.on_cache_free_by_site = cache_free;
+            } else {
+                skel.links.on_cache_free = cache_free;
+            }
             let progs = &skel.progs;
             let wanted = [
                 (optional.send_reset, &progs.on_send_reset, "tcp_send_reset"),
@@ -290,7 +386,16 @@ impl<'obj> Tracer<'obj> {
                     &progs.on_retransmit,
                     "tcp_retransmit_skb",
                 ),
-                (optional.drop, &progs.on_drop, "kfree_skb"),
+                (
+                    optional.drop && features.drop_reason,
+                    &progs.on_drop,
+                    "kfree_skb",
+                ),
+                (
+                    optional.drop && !features.drop_reason,
+                    &progs.on_drop_without_reason,
+                    "kfree_skb",
+                ),
             ];
             let mut links = Vec::new();
             for (on, prog, hook) in wanted {
@@ -305,12 +410,42 @@ impl<'obj> Tracer<'obj> {
             parts,
             _extra_links: extra_links,
             owner_filters: (filters.pid, filters.comm.clone()),
+            missing: features.missing(parts.events.drop, parts.events.reset),
+            features,
+            swept: Cell::new(Instant::now()),
         };
         if tracer.parts.hooks {
             // After attaching, so that no socket opened in between is missed.
             tracer.seed_owners()?;
         }
         Ok(tracer)
+    }
+
+    /// Every SWEEP_INTERVAL (or now, if `now`): reports the FIN_WAIT2 timewait sockets that
+    /// moved to TIME_WAIT since the last run, into the ring buffer. No hook sees that move.
+    pub fn sweep_fin_wait2(&self, now: bool) -> Result<()> {
+        if !self.parts.hooks || (!now && self.swept.get().elapsed() < SWEEP_INTERVAL) {
+            return Ok(());
+        }
+        self.swept.set(Instant::now());
+        let sockets: Vec<Vec<u8>> = self.skel.maps.fin_wait2_tws.keys().collect();
+        for batch in sockets.chunks(SWEEP_BATCH) {
+            // The program's arguments: the sockets, then zeros.
+            let mut args = [0u8; SWEEP_BATCH * 8];
+            for (slot, key) in args.chunks_mut(8).zip(batch) {
+                slot.copy_from_slice(key);
+            }
+            let input = libbpf_rs::ProgramInput {
+                context_in: Some(&mut args),
+                ..Default::default()
+            };
+            self.skel
+                .progs
+                .sweep_fin_wait2
+                .test_run(input)
+                .map_err(|err| anyhow!("running the FIN_WAIT2 sweep failed: {err}"))?;
+        }
+        Ok(())
     }
 
     /// Finds the owners of the sockets that exist now and writes them where the hooks look
@@ -443,6 +578,11 @@ impl<'obj> Tracer<'obj> {
         self.counter(LOST_RING)
     }
 
+    /// What the run would use that this kernel does not offer, one line each for stderr.
+    pub fn missing_features(&self) -> &[String] {
+        &self.missing
+    }
+
     /// Timewait sockets the full TIME_WAIT map had no room for: their ends are not reported.
     pub fn untracked_timewaits(&self) -> Result<u64> {
         self.counter(TW_UNTRACKED)
@@ -476,24 +616,23 @@ impl<'obj> Tracer<'obj> {
         let progs = &self.skel.progs;
         let skipped = prog_recursion_misses(progs.on_set_state.as_fd());
         let taken = self.counter(NESTED_HANDLED)?;
-        let notices = self
-            .loaded_programs()
-            .into_iter()
-            .filter(|(name, _)| {
-                [
-                    "on_send_reset",
-                    "on_receive_reset",
-                    "on_retransmit",
-                    "on_drop",
-                ]
-                .contains(name)
-            })
-            .map(|(_, fd)| prog_recursion_misses(fd))
-            .sum();
+        let misses_of = |names: &[&str]| -> u64 {
+            self.loaded_programs()
+                .into_iter()
+                .filter(|(name, _)| names.contains(name))
+                .map(|(_, fd)| prog_recursion_misses(fd))
+                .sum()
+        };
         Ok(RecursionMisses {
             set_state: skipped.saturating_sub(taken),
-            timewait: prog_recursion_misses(progs.on_cache_free.as_fd()),
-            notices,
+            timewait: misses_of(&["on_cache_free", "on_cache_free_by_site"]),
+            notices: misses_of(&[
+                "on_send_reset",
+                "on_receive_reset",
+                "on_retransmit",
+                "on_drop",
+                "on_drop_without_reason",
+            ]),
         })
     }
 }
@@ -510,7 +649,22 @@ impl Tracer<'_> {
                 "on_set_state_nested",
                 p.on_set_state_nested.as_fd(),
             ),
-            (parts.hooks, "on_cache_free", p.on_cache_free.as_fd()),
+            (
+                parts.hooks
+                    && self
+                        .features
+                        .timewait_end_is(TimewaitEndProgram::ByArgument),
+                "on_cache_free",
+                p.on_cache_free.as_fd(),
+            ),
+            (
+                parts.hooks
+                    && self
+                        .features
+                        .timewait_end_is(TimewaitEndProgram::ByCallSite),
+                "on_cache_free_by_site",
+                p.on_cache_free_by_site.as_fd(),
+            ),
             (
                 optional.send_reset,
                 "on_send_reset",
@@ -526,7 +680,16 @@ impl Tracer<'_> {
                 "on_retransmit",
                 p.on_retransmit.as_fd(),
             ),
-            (optional.drop, "on_drop", p.on_drop.as_fd()),
+            (
+                optional.drop && self.features.drop_reason,
+                "on_drop",
+                p.on_drop.as_fd(),
+            ),
+            (
+                optional.drop && !self.features.drop_reason,
+                "on_drop_without_reason",
+                p.on_drop_without_reason.as_fd(),
+            ),
         ]
         .into_iter()
         .filter(|(loaded, ..)| *loaded)
@@ -561,6 +724,21 @@ pub fn enable_run_stats() -> Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, which libbpf raises only where it
+/// may (CAP_SYS_RESOURCE): a map refused for permission is most likely that.
+fn memlock_hint(err: &libbpf_rs::Error) -> &'static str {
+    let map_refused = LIBBPF_WARNINGS.lock().is_ok_and(|w| {
+        w.iter()
+            .any(|l| l.contains("bpf_create_map") || l.contains("map '"))
+    });
+    if err.kind() == libbpf_rs::ErrorKind::PermissionDenied && map_refused {
+        "; this kernel counts BPF maps against the locked-memory limit: raise it (`ulimit -l \
+         unlimited`, systemd LimitMEMLOCK=infinity) or run as root"
+    } else {
+        ""
+    }
 }
 
 fn attach_failed(hook: &'static str) -> impl Fn(libbpf_rs::Error) -> anyhow::Error {

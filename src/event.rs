@@ -13,6 +13,7 @@ const EVENT_RETRANSMIT: u8 = 2;
 const EVENT_RESET_SENT: u8 = 3;
 const EVENT_RESET_RECEIVED: u8 = 4;
 const EVENT_DROP: u8 = 5;
+const EVENT_HANDOVER: u8 = 6;
 const EVENT_F_OWNER_KNOWN: u8 = 1 << 0;
 const EVENT_F_CGROUP_KNOWN: u8 = 1 << 1;
 const EVENT_F_STATS: u8 = 1 << 2;
@@ -202,6 +203,9 @@ impl Notice {
 pub enum Record {
     Transition(Transition),
     Notice(Notice),
+    /// An orphaned connection moved, still in FIN_WAIT2 (`old` = `new`), to its timewait
+    /// socket `twaddr`: no state change to show, but its figures if it ended, and its new key.
+    Handover(Transition),
 }
 
 impl Transition {
@@ -363,6 +367,9 @@ pub fn decode(data: &[u8]) -> Result<Record> {
         EVENT_TRANSITION => {
             return decode_transition(&raw, &data[EVENT_SIZE..]).map(Record::Transition)
         }
+        EVENT_HANDOVER => {
+            return decode_transition(&raw, &data[EVENT_SIZE..]).map(Record::Handover)
+        }
         EVENT_RETRANSMIT => NoticeKind::Retransmit,
         EVENT_RESET_SENT => NoticeKind::ResetSent,
         EVENT_RESET_RECEIVED => NoticeKind::ResetReceived,
@@ -479,6 +486,20 @@ mod tests {
         match decode(data).unwrap() {
             Record::Transition(t) => t,
             other => panic!("not a transition: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_handover_is_its_own_record() {
+        let mut e = raw_event();
+        e.kind = EVENT_HANDOVER;
+        (e.oldstate, e.newstate, e.twaddr) = (5, 5, 0xffff_2222);
+        match decode(&bytes(&e)).unwrap() {
+            Record::Handover(t) => {
+                assert_eq!((t.old, t.new), (TcpState::FinWait2, TcpState::FinWait2));
+                assert_eq!(t.twaddr, Some(0xffff_2222));
+            }
+            other => panic!("not a handover: {other:?}"),
         }
     }
 

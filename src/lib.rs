@@ -9,6 +9,7 @@ pub mod config;
 pub mod drop_reasons;
 pub mod event;
 pub mod exporter;
+pub mod features;
 #[cfg(test)]
 mod generated;
 pub mod lifetimes;
@@ -36,4 +37,15 @@ pub mod skel {
         warnings
     )]
     include!(concat!(env!("OUT_DIR"), "/tcpstates.skel.rs"));
+}
+
+pub mod probe_skel {
+    #![allow(
+        clippy::all,
+        clippy::pedantic,
+        missing_docs,
+        unsafe_op_in_unsafe_fn,
+        warnings
+    )]
+    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
 }

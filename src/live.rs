@@ -74,6 +74,9 @@ pub fn run(config: &Config) -> Result<Outcome> {
         parts,
         config.verbose,
     )?;
+    for line in tracer.missing_features() {
+        eprintln!("{line}");
+    }
     let clock = Clock::measure();
     let inbox = Inbox::default();
     let ring = tracer.ring_buffer(|data| inbox.receive(data))?;
@@ -134,6 +137,7 @@ pub fn run(config: &Config) -> Result<Outcome> {
         }
         wait_for_records(&ring, timeout)?;
         let stopping = signals::stop_requested() || deadline.is_some_and(|d| Instant::now() >= d);
+        tracer.sweep_fin_wait2(stopping)?;
         // Wakeups are batched, so read whatever is there, a chunk at a time: memory stays bounded
         // however much the kernel has queued.
         let mut done = loop {
@@ -262,6 +266,15 @@ impl Stream {
                     }
                 }
                 Record::Notice(n) => self.notice(n, buf),
+                // Not shown, not counted: the connection stays in FIN_WAIT2.
+                Record::Handover(t) => {
+                    if let Some(table) = table.as_deref_mut() {
+                        table.hand_over(t);
+                    }
+                    if let Some(lifetimes) = &mut self.lifetimes {
+                        lifetimes.transition(t, now);
+                    }
+                }
             }
         }
         batch.clear();
@@ -283,7 +296,8 @@ impl Stream {
             return;
         }
         let reason = match (n.kind, &mut self.drop_reasons) {
-            (NoticeKind::Drop(reason), Some(names)) => Some(names.name(reason)),
+            // 0 is no reason: kernels before 5.17 give none (and 0 is "not dropped yet").
+            (NoticeKind::Drop(reason), Some(names)) if reason != 0 => Some(names.name(reason)),
             _ => None,
         };
         self.renderer.notice(buf, n, reason);

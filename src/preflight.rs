@@ -13,7 +13,7 @@ const CAP_BPF: u32 = 39;
 pub fn check_kernel_btf() -> Result<()> {
     if !Path::new(KERNEL_BTF).exists() {
         bail!(
-            "this kernel has no BTF ({KERNEL_BTF} is missing): tcpstates needs Linux 5.11 or \
+            "this kernel has no BTF ({KERNEL_BTF} is missing): tcpstates needs Linux 5.10 or \
              later built with CONFIG_DEBUG_INFO_BTF=y"
         );
     }

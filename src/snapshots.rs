@@ -78,6 +78,9 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
         parts,
         config.verbose,
     )?;
+    for line in tracer.missing_features() {
+        eprintln!("{line}");
+    }
     let clock = Clock::measure();
     let inbox = Inbox::default();
     let ring = tracer.ring_buffer(|data| inbox.receive(data))?;
@@ -100,6 +103,8 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     let deadline = config.duration.map(|d| start + d);
     let mut next = start;
     loop {
+        // Every time before a snapshot is due, so that it sees the moves to TIME_WAIT.
+        tracer.sweep_fin_wait2(Instant::now() >= next)?;
         ring.consume().context("reading the ring buffer")?;
         let now = Instant::now();
         for record in inbox.take().drain(..) {
@@ -113,6 +118,10 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
                 }
                 Record::Notice(n) => {
                     lifetimes.reset(&n);
+                }
+                Record::Handover(t) => {
+                    table.hand_over(&t);
+                    lifetimes.transition(&t, now);
                 }
             }
         }

@@ -142,6 +142,19 @@ impl ConnTable {
         }
     }
 
+    /// An orphaned connection moved, still in FIN_WAIT2, to its timewait socket: the same
+    /// stay under its new key. Not a transition.
+    pub fn hand_over(&mut self, t: &Transition) {
+        let Some(tw) = t.twaddr else { return };
+        self.remove_unless_newer(t.skaddr, t.ts_ns);
+        self.upsert(tw, t);
+        if let Some(conn) = self.conns.get_mut(&tw) {
+            if conn.read_ns <= t.ts_ns {
+                conn.since_ns = t.old_since_ns;
+            }
+        }
+    }
+
     /// A socket read by the iterator after `ts_ns` already shows the effect of older events;
     /// an entry at a reused address must not be removed by its predecessor's close.
     fn remove_unless_newer(&mut self, key: u64, ts_ns: u64) {
@@ -305,6 +318,32 @@ pub(crate) mod tests {
         assert!(
             t.take_transitions().is_empty(),
             "counts restart after each snapshot"
+        );
+    }
+
+    #[test]
+    fn an_orphan_stays_in_fin_wait2_through_its_handover() {
+        let mut t = ConnTable::new(0);
+        t.apply(&transition(1, Established, FinWait1, 30));
+        t.apply(&transition(1, FinWait1, FinWait2, 40));
+        let mut handover = transition(1, FinWait2, FinWait2, 45);
+        (handover.twaddr, handover.old_since_ns) = (Some(99), Some(40));
+        t.hand_over(&handover);
+        assert_eq!(states(&t), [(99, FinWait2)]);
+        assert_eq!(
+            t.conns().next().unwrap().age(100),
+            Some(Age::InState(60)),
+            "in FIN_WAIT2 since it entered it, not since the handover"
+        );
+        let mut fin = transition(1, FinWait2, TimeWait, 70);
+        fin.twaddr = Some(99);
+        t.apply(&fin);
+        assert_eq!(states(&t), [(99, TimeWait)]);
+        let counted = t.take_transitions();
+        assert_eq!(
+            counted.values().sum::<u64>(),
+            3,
+            "the handover is not a transition"
         );
     }
 

@@ -128,7 +128,7 @@ fn without_kernel_btf_it_says_what_is_missing() {
     assert_eq!(
         stderr,
         "tcpstates: this kernel has no BTF (/sys/kernel/btf/vmlinux is missing): tcpstates needs \
-         Linux 5.11 or later built with CONFIG_DEBUG_INFO_BTF=y\n"
+         Linux 5.10 or later built with CONFIG_DEBUG_INFO_BTF=y\n"
     );
     assert_eq!((status, stdout.as_str()), (1, ""));
 }

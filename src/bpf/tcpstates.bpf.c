@@ -57,10 +57,29 @@ const volatile __u32 notice_kinds = 0;
 const volatile bool one_shot = false;
 
 /*
- * Learned from the first TIME_WAIT takeover: the timewait sockets' slab caches (IPv4, IPv6).
- * Not taken from kallsyms, which shows zeros without CAP_SYSLOG and takes ~40 ms to read.
+ * Per-socket data lives in socket storage where tracing programs may use it (5.11 on), else in
+ * the socks_by_addr hash. User space sets this from a probe program.
+ */
+const volatile bool socket_storage = true;
+
+/*
+ * How on_cache_free knows the free of a timewait socket, from the arguments the kernel's
+ * kmem_cache_free tracepoint has (user space reads them in the kernel's BTF).
+ */
+#define TW_FREE_BY_CACHE 1 /* (call_site, ptr, cache): the timewait sockets' cache */
+#define TW_FREE_BY_NAME 2  /* (call_site, ptr, name): that cache's name, the same pointer */
+const volatile __u32 tw_free_match = TW_FREE_BY_CACHE;
+/* on_cache_free_by_site, for (call_site, ptr): a free called from [start, end). */
+const volatile __u64 tw_free_site_start = 0;
+const volatile __u64 tw_free_site_end = 0;
+
+/*
+ * Learned from the first TIME_WAIT takeover: the timewait sockets' slab caches (IPv4, IPv6)
+ * and their names. Not taken from kallsyms, which shows zeros without CAP_SYSLOG and takes
+ * ~40 ms to read.
  */
 __u64 tw_slab[2] = {};
+__u64 tw_slab_name[2] = {};
 
 #define SOCK_F_CGROUP_MATCH (1 << 7) /* the socket's cgroup is inside filter_cgroup */
 /*
@@ -84,7 +103,8 @@ struct sock_info {
 	__u64 born_ns; /* when its connection started; 0 = unknown */
 	__u32 pid;
 	__u8 flags; /* EVENT_F_* and SOCK_F_* */
-	__u8 pad[3];
+	__u8 tw_state; /* of a timewait socket: the state last reported, FIN_WAIT2 or TIME_WAIT */
+	__u8 pad[2];
 	char comm[TASK_COMM_LEN];
 };
 
@@ -102,6 +122,29 @@ struct {
 } socks SEC(".maps");
 
 /*
+ * The same, by socket address, where tracing programs have no socket storage (before 5.11).
+ * An entry goes at its socket's last transition; sized by user space (1 with socket storage).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks_by_addr SEC(".maps");
+
+/*
+ * Without socket storage: the sockets that closed last, for an RST sent just after the close
+ * (possibly on another CPU: the closing task may move). The oldest make room.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} closed_socks SEC(".maps");
+
+/*
  * Per timewait socket, from its takeover to its free. Sized by user space to the kernel's own
  * limit; entries are allocated as needed. A full map refuses new entries, counted as
  * TW_UNTRACKED, rather than silently forgetting old ones as an LRU map would. An entry whose
@@ -115,6 +158,19 @@ struct {
 	__type(key, __u64);
 	__type(value, struct sock_info);
 } tws SEC(".maps");
+
+/*
+ * Timewait sockets reported in FIN_WAIT2 (an orphaned connection whose peer has not closed),
+ * for the sweep that sees the peer's FIN move them to TIME_WAIT. A key stays until its socket
+ * is freed; the sweep skips the ones that have moved. Sized by user space, as tws.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536); /* set by user space */
+	__type(key, __u64);
+	__type(value, __u8);
+} fin_wait2_tws SEC(".maps");
 
 /*
  * The owners of the sockets that existed at start, from the task_file walk, written by user
@@ -362,7 +418,7 @@ static __always_inline struct event *reserve(void)
  * (typed: `typed` true, read directly) or a timewait socket (read with probe helpers). ended is
  * the tcp_sock when this transition ends its connection, else NULL.
  */
-static __always_inline void emit(const struct sock_common *skc, bool typed, __be16 sport,
+static __always_inline void emit(int kind, const struct sock_common *skc, bool typed, __be16 sport,
 				 __u32 netns, __u64 skaddr, __u64 twaddr, int oldstate, int newstate,
 				 __u64 prev_ts, __u64 now, const struct sock_info *info,
 				 const struct tcp_sock *ended)
@@ -406,7 +462,7 @@ static __always_inline void emit(const struct sock_common *skc, bool typed, __be
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
-	e->kind = EVENT_TRANSITION;
+	e->kind = kind;
 	e->error = ended ? ((const struct sock *)ended)->sk_err : 0;
 	e->detail = 0;
 	if (with_stats) {
@@ -527,6 +583,70 @@ static __always_inline void set_owner_current(struct sock_info *info)
 	info->flags |= EVENT_F_OWNER_KNOWN;
 }
 
+/*
+ * What is kept of the full socket sk, created empty if asked for and missing; NULL if there
+ * is none (or no memory). Socket storage where the kernel gives it to tracing programs, else
+ * the hash; the verifier never walks the branch not taken, so either kernel loads this.
+ */
+static __always_inline struct sock_info *socket_info(const struct sock *sk, bool create)
+{
+	static const struct sock_info empty = {};
+	__u64 skaddr = (__u64)sk;
+	struct sock_info *info;
+
+	if (socket_storage)
+		return bpf_sk_storage_get(&socks, (void *)sk, 0,
+					  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	info = bpf_map_lookup_elem(&socks_by_addr, &skaddr);
+	if (info || !create)
+		return info;
+	bpf_map_update_elem(&socks_by_addr, &skaddr, &empty, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&socks_by_addr, &skaddr);
+}
+
+/*
+ * Without socket storage, sk's entry goes at its last transition (socket storage goes with the
+ * socket); what it held moves to closed_socks for an RST the socket sends right after.
+ */
+static __always_inline void socket_closed(const struct sock *sk, const struct sock_info *info)
+{
+	__u64 skaddr = (__u64)sk;
+
+	if (socket_storage)
+		return;
+	bpf_map_update_elem(&closed_socks, &skaddr, info, BPF_ANY);
+	bpf_map_delete_elem(&socks_by_addr, &skaddr);
+}
+
+/*
+ * Without socket storage: what is kept of the listener that the new child tp was cloned from.
+ * The clone copied the listener's tsq_node, an empty list that points at the listener itself,
+ * and tcp_create_openreq_child() resets it only after this tracepoint. The address is trusted
+ * only if it is a listener's entry: else the child takes its owner by place.
+ */
+static __always_inline struct sock_info *listener_of_child(const struct tcp_sock *tp)
+{
+	__u64 listener = (__u64)BPF_CORE_READ(tp, tsq_node.next) -
+			 bpf_core_field_offset(struct tcp_sock, tsq_node);
+	struct sock_info *info = bpf_map_lookup_elem(&socks_by_addr, &listener);
+
+	return info && info->skaddr == listener ? info : NULL;
+}
+
+/* A listener opened: without socket storage, its children find its owner by its place. */
+static __always_inline void remember_listener(const struct sock_info *info, __u32 netns,
+					      __be16 sport, __u64 skaddr)
+{
+	struct listener_key key = listener_at(netns, sport);
+	struct listener_owner listener = { .skaddr = skaddr };
+
+	if (socket_storage || !sport)
+		return;
+	listener.owner.pid = info->pid;
+	__builtin_memcpy(listener.owner.comm, info->comm, TASK_COMM_LEN);
+	bpf_map_update_elem(&listeners, &key, &listener, BPF_ANY);
+}
+
 /* What places a socket in the established hash: its timewait successor has the same. */
 struct hash_identity {
 	__u64 net;
@@ -594,8 +714,12 @@ static __always_inline __u64 take_timewait_successor(const struct tcp_sock *tp, 
 		if (tw_replaces(tw, &id)) {
 			int v6 = id.family == AF_INET6;
 
-			if (!tw_slab[v6])
-				tw_slab[v6] = (__u64)skc->skc_prot->twsk_prot->twsk_slab;
+			if (!tw_slab[v6]) {
+				struct kmem_cache *slab = skc->skc_prot->twsk_prot->twsk_slab;
+
+				tw_slab_name[v6] = (__u64)BPF_CORE_READ(slab, name);
+				tw_slab[v6] = (__u64)slab;
+			}
 			return tw;
 		}
 		bpf_probe_read_kernel(&node, sizeof(node), &node->next);
@@ -607,7 +731,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 {
 	__u64 skaddr = (__u64)sk;
 	__u64 now, prev_ts, tw = 0;
-	int reported;
+	int reported, kind;
 	struct sock_info fresh = {};
 	struct sock_info *info;
 	struct tcp_sock *tp;
@@ -623,7 +747,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	now = bpf_ktime_get_boot_ns();
 	netns = socket_netns(tp);
 	sport = ((struct inet_sock *)tp)->inet_sport;
-	info = bpf_sk_storage_get(&socks, (void *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	info = socket_info(sk, true);
 	if (!info)
 		info = &fresh; /* no memory: report what can be, remember nothing */
 
@@ -634,14 +758,26 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		set_cgroup(info, tp);
 		info->born_ns = newstate == TCP_SYN_SENT ? now : 0;
 		info->skaddr = skaddr;
+		if (newstate == TCP_LISTEN)
+			remember_listener(info, netns, sport, skaddr);
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
-		/* A new child, its storage a copy of its listener's: keep the owner only. */
-		info->flags &= EVENT_F_OWNER_KNOWN;
+		/* A new child, its storage a copy of its listener's (socket storage only, else a
+		 * past use's): keep the owner only. */
+		info->flags &= socket_storage ? EVENT_F_OWNER_KNOWN : 0;
 		set_cgroup(info, tp);
 		info->ts_ns = now;
 		info->born_ns = now;
 		info->skaddr = skaddr;
 		info->flags |= SOCK_F_SYN_RECV_DEFERRED | SOCK_F_PASSIVE;
+		if (!socket_storage) {
+			struct sock_info *listener = listener_of_child(tp);
+
+			if (listener && (listener->flags & EVENT_F_OWNER_KNOWN)) {
+				info->pid = listener->pid;
+				__builtin_memcpy(info->comm, listener->comm, TASK_COMM_LEN);
+				info->flags |= EVENT_F_OWNER_KNOWN;
+			}
+		}
 		if (!(info->flags & EVENT_F_OWNER_KNOWN))
 			adopt_listener_owner(info, netns, sport);
 		return;
@@ -668,26 +804,44 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	prev_ts = info->ts_ns;
 	if (info->flags & SOCK_F_SYN_RECV_DEFERRED) {
 		info->flags &= ~SOCK_F_SYN_RECV_DEFERRED;
-		emit(&sk->__sk_common, true, sport, netns, skaddr, 0, TCP_LISTEN, TCP_SYN_RECV, 0,
+		emit(EVENT_TRANSITION, &sk->__sk_common, true, sport, netns, skaddr, 0, TCP_LISTEN,
+		     TCP_SYN_RECV, 0,
 		     prev_ts, info, NULL);
 	}
 	info->ts_ns = now;
 
 	/* One emit call site: each is inlined, and verified again, in both programs. */
 	reported = newstate;
+	kind = EVENT_TRANSITION;
 	if (newstate == TCP_CLOSE) {
 		tw = take_timewait_successor(tp, sport);
 		if (tw) {
-			/* The connection lives on as the timewait socket: hand it what we know. */
-			if (bpf_map_update_elem(&tws, &tw, info, BPF_ANY))
-				count(TW_UNTRACKED); /* its TIME_WAIT -> CLOSE will not be seen */
-			reported = TCP_TIME_WAIT;
+			/* The connection lives on as the timewait socket: hand it what we know. An
+			 * orphaned socket whose peer has not closed stays in FIN_WAIT2 there (as ss
+			 * shows it): a handover, not a transition. */
+			struct sock_info handed = *info;
+			__u8 substate = BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_substate);
+
+			if (oldstate == TCP_FIN_WAIT2 && substate == TCP_FIN_WAIT2) {
+				handed.ts_ns = prev_ts;
+				kind = EVENT_HANDOVER;
+				reported = TCP_FIN_WAIT2;
+			} else {
+				reported = TCP_TIME_WAIT;
+			}
+			handed.tw_state = reported;
+			if (bpf_map_update_elem(&tws, &tw, &handed, BPF_ANY))
+				count(TW_UNTRACKED); /* its end will not be seen */
+			else if (reported == TCP_FIN_WAIT2)
+				bpf_map_update_elem(&fin_wait2_tws, &tw, &substate, BPF_ANY);
 		}
 	}
 	/* The storage stays until the kernel frees the socket: an RST sent after the close still
 	 * finds its owner there. */
-	emit(&sk->__sk_common, true, sport, netns, skaddr, tw, oldstate, reported, prev_ts, now,
-	     info, newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? tp : NULL);
+	emit(kind, &sk->__sk_common, true, sport, netns, skaddr, tw, oldstate, reported, prev_ts,
+	     now, info, newstate == TCP_CLOSE && oldstate != TCP_LISTEN ? tp : NULL);
+	if (newstate == TCP_CLOSE && info != &fresh)
+		socket_closed(sk, info);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -737,23 +891,134 @@ int BPF_PROG(on_set_state_nested, const struct sock *sk, const int oldstate, con
 	return 0;
 }
 
-SEC("tp_btf/kmem_cache_free")
-int BPF_PROG(on_cache_free, unsigned long call_site, const void *ptr, const struct kmem_cache *cache)
-{
-	__u64 c = (__u64)cache, tw = (__u64)ptr;
-	const struct inet_timewait_sock *t = ptr;
-	struct sock_info *found, info;
+/* HZ, for the times of timer expiries; 0 where the kernel's config is not readable. */
+extern unsigned int CONFIG_HZ __kconfig __weak;
+#define TCP_TIMEWAIT_LEN_S 60
 
-	if (!c || (c != tw_slab[0] && c != tw_slab[1]))
-		return 0;
+/*
+ * When the FIN_WAIT2 timewait socket t moved to TIME_WAIT, at or before now: the kernel then
+ * re-armed its timer to expire TCP_TIMEWAIT_LEN later. Now if HZ is unknown.
+ */
+static __always_inline __u64 moved_to_timewait_at(const struct inet_timewait_sock *t, __u64 now)
+{
+	__u64 armed, jiffies = bpf_jiffies64(), ns_per_jiffy, ago;
+
+	if (!CONFIG_HZ)
+		return now;
+	armed = BPF_CORE_READ(t, tw_timer.expires) - (__u64)TCP_TIMEWAIT_LEN_S * CONFIG_HZ;
+	ns_per_jiffy = 1000000000ULL / CONFIG_HZ;
+	ago = (jiffies - armed) * ns_per_jiffy;
+	/* The timer's jiffies and a clock read later: keep the result sane if they disagree. */
+	if ((__s64)(jiffies - armed) < 0 || ago > now)
+		return now;
+	return now - ago;
+}
+
+/*
+ * A FIN_WAIT2 timewait socket whose peer's FIN has arrived (its substate is TIME_WAIT): report
+ * its move, once.
+ */
+static __always_inline void timewait_moved(__u64 tw, struct sock_info *found, __u64 now)
+{
+	const struct inet_timewait_sock *t = (const void *)tw;
+	__u64 at = moved_to_timewait_at(t, now);
+
+	if (at < found->ts_ns)
+		at = found->ts_ns;
+	emit(EVENT_TRANSITION, &t->__tw_common, false, BPF_CORE_READ(t, tw_sport),
+	     BPF_CORE_READ(t, __tw_common.skc_net.net, ns.inum), found->skaddr, tw, TCP_FIN_WAIT2,
+	     TCP_TIME_WAIT, found->ts_ns, at, found, NULL);
+	found->ts_ns = at;
+	found->tw_state = TCP_TIME_WAIT;
+}
+
+/*
+ * A slab object is freed that may be a tracked timewait socket: its connection ends, from
+ * TIME_WAIT, or from FIN_WAIT2 (tcp_fin_timeout expired, or the port was reused).
+ */
+static __always_inline void timewait_freed(__u64 tw)
+{
+	const struct inet_timewait_sock *t = (const void *)tw;
+	struct sock_info *found, info;
+	__u64 now = bpf_ktime_get_boot_ns();
+
 	found = bpf_map_lookup_elem(&tws, &tw);
 	if (!found)
-		return 0;
+		return;
+	if (found->tw_state == TCP_FIN_WAIT2) {
+		bpf_map_delete_elem(&fin_wait2_tws, &tw);
+		/* The peer's FIN came after the last sweep. */
+		if (BPF_CORE_READ(t, tw_substate) == TCP_TIME_WAIT)
+			timewait_moved(tw, found, now);
+	}
 	info = *found;
 	bpf_map_delete_elem(&tws, &tw);
-	emit(&t->__tw_common, false, BPF_CORE_READ(t, tw_sport),
-	     BPF_CORE_READ(t, __tw_common.skc_net.net, ns.inum), info.skaddr, tw, TCP_TIME_WAIT,
-	     TCP_CLOSE, info.ts_ns, bpf_ktime_get_boot_ns(), &info, NULL);
+	emit(EVENT_TRANSITION, &t->__tw_common, false, BPF_CORE_READ(t, tw_sport),
+	     BPF_CORE_READ(t, __tw_common.skc_net.net, ns.inum), info.skaddr, tw, info.tw_state,
+	     TCP_CLOSE, info.ts_ns, now, &info, NULL);
+}
+
+/* Timewait sockets one run of sweep_fin_wait2 looks at: the most a raw tracepoint's test run
+ * passes as arguments. */
+#define SWEEP_BATCH 12
+
+/*
+ * Run by user space (BPF_PROG_TEST_RUN) every 100 ms on the timewait sockets reported in
+ * FIN_WAIT2, up to SWEEP_BATCH at a time as its arguments (0 ends the list): those whose
+ * peer's FIN has since arrived move to TIME_WAIT. No hook sees that moment: the timer the
+ * kernel re-arms then usually stays in its timer-wheel bucket, which fires no tracepoint.
+ * (An iterator over the map would do, but map element iterators do not load everywhere.)
+ */
+SEC("raw_tp")
+int sweep_fin_wait2(__u64 *ctx)
+{
+	__u64 given[SWEEP_BATCH];
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	/* Context reads need constant offsets. */
+#pragma unroll
+	for (int i = 0; i < SWEEP_BATCH; i++)
+		given[i] = ctx[i];
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < SWEEP_BATCH; i++) {
+		__u64 tw = given[i];
+		struct sock_info *found;
+
+		if (!tw)
+			break;
+		found = bpf_map_lookup_elem(&tws, &tw);
+		if (found && found->tw_state == TCP_FIN_WAIT2) {
+			if (BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_substate) !=
+			    TCP_TIME_WAIT)
+				continue;
+			timewait_moved(tw, found, now);
+		}
+		bpf_map_delete_elem(&fin_wait2_tws, &tw);
+	}
+	return 0;
+}
+
+/*
+ * Raw tracepoints, whose arguments are plain words: the BTF tracepoint refuses a `void *`
+ * argument before 6.7 or so, and its arguments changed (a cache name from 5.12, the cache
+ * from 6.2), so the third one is compared with what tw_free_match says it is.
+ */
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(on_cache_free, __u64 call_site, __u64 ptr, __u64 third)
+{
+	const __u64 *seen = tw_free_match == TW_FREE_BY_NAME ? tw_slab_name : tw_slab;
+
+	if (third && (third == seen[0] || third == seen[1]))
+		timewait_freed(ptr);
+	return 0;
+}
+
+/* Before 5.12 the tracepoint tells only the caller: the free of a timewait socket is there. */
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(on_cache_free_by_site, __u64 call_site, __u64 ptr)
+{
+	if (call_site >= tw_free_site_start && call_site < tw_free_site_end)
+		timewait_freed(ptr);
 	return 0;
 }
 
@@ -838,8 +1103,11 @@ static __always_inline struct sock_info *known_socket(const struct sock *sk, int
 
 	if (state == TCP_TIME_WAIT)
 		return bpf_map_lookup_elem(&tws, &skaddr);
-	/* NULL for request sockets: only full sockets have storage. */
-	info = bpf_sk_storage_get(&socks, (void *)sk, 0, 0);
+	if (state == TCP_NEW_SYN_RECV)
+		return NULL; /* request sockets have no storage */
+	info = socket_info(sk, false);
+	if (!info && !socket_storage && state == TCP_CLOSE)
+		info = bpf_map_lookup_elem(&closed_socks, &skaddr);
 	return info && info->skaddr == skaddr ? info : NULL;
 }
 
@@ -969,9 +1237,8 @@ int BPF_PROG(on_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	return 0;
 }
 
-/* A dropped TCP packet, with the kernel's reason. */
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int reason)
+/* A dropped TCP packet, with the kernel's reason (0 where it has none). */
+static __always_inline void dropped(const struct sk_buff *skb, unsigned int reason)
 {
 	const struct sock *sk = skb->sk;
 	struct sock_info none = {};
@@ -984,7 +1251,7 @@ int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int re
 		info = socket_tuple(sk, &t);
 	} else {
 		if (!tuple_of_packet(&t, skb))
-			return 0;
+			return;
 		if (sk) {
 			skaddr = (__u64)sk;
 			t.state = BPF_CORE_READ(sk, __sk_common.skc_state);
@@ -992,6 +1259,20 @@ int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int re
 		}
 	}
 	emit_notice(EVENT_DROP, &t, skaddr, known_or_seeded(info, &none, skaddr), reason);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_drop, const struct sk_buff *skb, void *location, unsigned int reason)
+{
+	dropped(skb, reason);
+	return 0;
+}
+
+/* Before 5.17 the tracepoint has no reason. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_drop_without_reason, const struct sk_buff *skb)
+{
+	dropped(skb, 0);
 	return 0;
 }
 
@@ -1082,6 +1363,9 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		if (!tw)
 			return 0;
 		sport = tw->tw_sk.tw_sport;
+		/* An orphaned connection whose peer has not closed: FIN_WAIT2, as ss says. */
+		if (tw->tw_sk.tw_substate == TCP_FIN_WAIT2)
+			r.state = TCP_FIN_WAIT2;
 		if (known)
 			info = known;
 		r.twaddr = key;
@@ -1094,7 +1378,7 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		if (!tp)
 			return 0;
 		/* One-shot snapshots load no hooks: no socket has storage to look for. */
-		known = one_shot ? NULL : bpf_sk_storage_get(&socks, (struct sock *)tp, 0, 0);
+		known = one_shot ? NULL : socket_info((struct sock *)tp, false);
 		if (known && known->skaddr != key)
 			known = NULL; /* storage of an accepted socket not yet seen: its listener's */
 		sport = ((struct inet_sock *)tp)->inet_sport;
@@ -1120,6 +1404,8 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, !one_shot))
 		return 0;
 	r.since_ns = info->ts_ns;
+	if (r.twaddr && info->tw_state != r.state)
+		r.since_ns = 0; /* moved to TIME_WAIT since the last sweep: when is not known yet */
 	r.cgroup = info->cgroup;
 	r.pid = info->pid;
 	__builtin_memcpy(r.comm, info->comm, TASK_COMM_LEN);

@@ -11,6 +11,9 @@
 #define EVENT_RESET_SENT     3 /* an RST sent, for a socket or for a packet without one */
 #define EVENT_RESET_RECEIVED 4 /* an RST received by a socket */
 #define EVENT_DROP           5 /* a TCP packet freed as dropped; detail = enum skb_drop_reason */
+/* An orphaned connection moved, still in FIN_WAIT2, to the timewait socket twaddr: not a state
+ * change (ss shows it in FIN_WAIT2 still); carries the connection's figures. */
+#define EVENT_HANDOVER       6
 
 /* event.flags */
 #define EVENT_F_OWNER_KNOWN  (1 << 0) /* pid and comm name the socket's owner */

@@ -26,6 +26,7 @@ enum { false = 0, true = 1 };
 enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_SK_STORAGE = 24,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
@@ -92,6 +93,7 @@ struct bpf_iter_meta {
 	struct seq_file *seq;
 };
 
+
 struct bpf_iter__tcp {
 	struct bpf_iter_meta *meta;
 	struct sock_common *sk_common;
@@ -106,7 +108,9 @@ struct bpf_iter__task_file {
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
-struct kmem_cache;
+struct kmem_cache {
+	const char *name;
+};
 
 struct ns_common {
 	unsigned int inum;
@@ -205,6 +209,7 @@ struct inet_sock {
 };
 
 struct timer_list {
+	unsigned long expires; /* in jiffies */
 	void (*function)(struct timer_list *);
 };
 
@@ -242,7 +247,12 @@ struct minmax {
 	struct minmax_sample s[3];
 };
 
+struct list_head {
+	struct list_head *next, *prev;
+};
+
 struct tcp_sock {
+	struct list_head tsq_node; /* an empty list (pointing at itself) in a listener */
 	__u64 tcp_mstamp; /* CLOCK_MONOTONIC in us of the last send or receive */
 	__u64 bytes_acked;
 	__u64 bytes_received;

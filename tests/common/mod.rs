@@ -36,7 +36,7 @@ pub fn peer_path() -> PathBuf {
     peer
 }
 
-fn run(cmd: &str, args: &[&str]) {
+pub fn run(cmd: &str, args: &[&str]) {
     let status = Command::new(cmd)
         .args(args)
         .status()
@@ -208,6 +208,37 @@ impl Output {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect()
+    }
+}
+
+impl Output {
+    /// The reason drops show in this run: `reason`, or none where the kernel's kfree_skb
+    /// tracepoint tells none (before 5.17), which the tool must then say on stderr.
+    pub fn drop_reason(&self, reason: &'static str) -> Option<&'static str> {
+        let given = tcpstates::features::kfree_skb_has_reason();
+        self.says_off(tcpstates::features::DROP_REASONS_OFF, !given);
+        given.then_some(reason)
+    }
+
+    /// How many resets sent without a socket this run shows of `count`: none where the
+    /// kernel's tracepoint does not report them (before 6.10), which the tool then says.
+    pub fn resets_without_socket(&self, count: usize) -> usize {
+        let given = tcpstates::features::tcp_send_reset_without_socket();
+        self.says_off(tcpstates::features::RESETS_WITHOUT_SOCKET_OFF, !given);
+        if given {
+            count
+        } else {
+            0
+        }
+    }
+
+    fn says_off(&self, line: &str, off: bool) {
+        assert_eq!(
+            self.stderr.lines().any(|l| l == line),
+            off,
+            "{}",
+            self.stderr
+        );
     }
 }
 
