@@ -429,7 +429,10 @@ impl<'obj> Tracer<'obj> {
         }
         self.swept.set(Instant::now());
         let sockets: Vec<Vec<u8>> = self.skel.maps.fin_wait2_tws.keys().collect();
-        for batch in sockets.chunks(SWEEP_BATCH) {
+        // With no socket, one run all the same: it measures the kernel's tick rate.
+        let none: [Vec<u8>; 0] = [];
+        let batches = sockets.chunks(SWEEP_BATCH);
+        for batch in batches.chain((sockets.is_empty()).then_some(&none[..])) {
             // The program's arguments: the sockets, then zeros.
             let mut args = [0u8; SWEEP_BATCH * 8];
             for (slot, key) in args.chunks_mut(8).zip(batch) {
