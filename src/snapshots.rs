@@ -103,7 +103,10 @@ pub fn run(config: &Config, interval: Duration, summary: bool, info: bool) -> Re
     let deadline = config.duration.map(|d| start + d);
     let mut next = start;
     loop {
-        // Every time before a snapshot is due, so that it sees the moves to TIME_WAIT.
+        // What the hooks saw, then the moves to TIME_WAIT (every time before a snapshot is
+        // due): a peer's FIN read in the first is a move the sweep then sees, so a snapshot
+        // never shows the peer's close without its orphan's move.
+        ring.consume().context("reading the ring buffer")?;
         tracer.sweep_fin_wait2(Instant::now() >= next)?;
         ring.consume().context("reading the ring buffer")?;
         let now = Instant::now();
