@@ -88,7 +88,16 @@ fn taken_between<'a>(snapshots: &'a [Value], from: &str, to: &str) -> Vec<&'a Va
 }
 
 #[test]
-fn orphans_wait_in_fin_wait2_as_ss_shows_them_until_their_peer_closes() {
+fn ipv4_orphans_wait_in_fin_wait2_as_ss_shows_them_until_their_peer_closes() {
+    orphans_wait_in_fin_wait2_until_their_peer_closes("127.0.0.1", "ipv4");
+}
+
+#[test]
+fn ipv6_orphans_wait_in_fin_wait2_as_ss_shows_them_until_their_peer_closes() {
+    orphans_wait_in_fin_wait2_until_their_peer_closes("::1", "ipv6");
+}
+
+fn orphans_wait_in_fin_wait2_until_their_peer_closes(addr: &str, family: &str) {
     let ns = Netns::new();
     let stream = Tool::start(&["--netns", &ns.name, "-o", "json"]);
     let live_table = Tool::start(&["--netns", &ns.name, "--snapshot", "300ms", "-o", "json"]);
@@ -96,19 +105,12 @@ fn orphans_wait_in_fin_wait2_as_ss_shows_them_until_their_peer_closes() {
     // first and exit, leaving their connections to the kernel.
     let mut leaky = Peer::spawn(
         &ns,
-        &[
-            "server",
-            "127.0.0.1",
-            "8080",
-            "--connections",
-            "3",
-            "--hold",
-        ],
+        &["server", addr, "8080", "--connections", "3", "--hold"],
     );
     leaky.expect("listening ");
     let mut clients = Vec::new();
     for _ in 0..3 {
-        let mut client = Peer::spawn(&ns, &["client", "127.0.0.1", "8080", "--orphan"]);
+        let mut client = Peer::spawn(&ns, &["client", addr, "8080", "--orphan"]);
         let port: u64 = client.expect("orphaned ").parse().unwrap();
         clients.push((client.pid, port));
         client.finish();
@@ -165,6 +167,7 @@ fn orphans_wait_in_fin_wait2_as_ss_shows_them_until_their_peer_closes() {
         let port = orphan["lport"].as_u64().unwrap();
         let (pid, _) = clients.iter().find(|(_, p)| *p == port).unwrap();
         assert_eq!(orphan["pid"], u64::from(*pid), "{orphan}");
+        assert_eq!(orphan["family"], family, "{orphan}");
     }
 
     // The stream: each orphan entered FIN_WAIT2 once, and left it for TIME_WAIT at the FIN.
