@@ -5,12 +5,11 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// The program, and the feature probe loaded before it.
+/// The program (its parts are #included), and the feature probe loaded before it.
 const BPF_SOURCES: [(&str, &str); 2] = [
     ("src/bpf/tcpstates.bpf.c", "tcpstates.skel.rs"),
     ("src/bpf/probe.bpf.c", "probe.skel.rs"),
 ];
-const BPF_HEADERS: [&str; 2] = ["src/bpf/tcpstates.h", "src/bpf/vmlinux_core.h"];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -22,9 +21,12 @@ fn main() {
         {
             panic!("building the BPF program {source} failed (is clang installed?): {err:#}");
         }
-        println!("cargo:rerun-if-changed={source}");
     }
-    for header in BPF_HEADERS {
-        println!("cargo:rerun-if-changed={header}");
+    // Every C file there is part of a program (its parts are #included): rebuild on any.
+    let sources = std::fs::read_dir("src/bpf").expect("reading src/bpf");
+    for path in sources.filter_map(|entry| entry.ok().map(|e| e.path())) {
+        if path.extension().is_some_and(|ext| ext == "c" || ext == "h") {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
 }

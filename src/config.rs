@@ -1,5 +1,6 @@
 //! Validated configuration: the only place where raw command-line options are read.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +8,6 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::cli::{Args, EventKind, MetricLabel, OutputFormat};
-use crate::metrics::OptIn;
 use crate::resolve;
 use crate::tcp_state::TcpState;
 
@@ -74,6 +74,15 @@ impl Events {
     }
 }
 
+/// Labels a user may opt in to (--metrics-labels); each multiplies the number of series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricLabels {
+    pub comm: bool,
+    pub lport: bool,
+    pub rport: bool,
+    pub cgroup: bool,
+}
+
 /// Report a socket that stays in `state` longer than `after`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AlertRule {
@@ -101,9 +110,13 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
-    pub metric_labels: OptIn,
+    pub metric_labels: MetricLabels,
     /// Nothing on stdout.
     pub quiet: bool,
+    /// stdout is a terminal: snapshot tables get borders.
+    pub terminal: bool,
+    /// Colour on stdout: a terminal, and NO_COLOR unset or empty.
+    pub color: bool,
 }
 
 impl Config {
@@ -126,6 +139,7 @@ impl Config {
             None => Mode::Live,
         };
         let state_mask = args.state.iter().fold(0, |mask, s| mask | s.mask());
+        let terminal = std::io::stdout().is_terminal();
         if args.lifetimes
             && args.output == OutputFormat::Csv
             && (!args.events.is_empty() || !args.alert.is_empty())
@@ -160,15 +174,22 @@ impl Config {
             },
             alerts: alert_rules(args.alert),
             metrics: args.metrics,
-            metric_labels: OptIn {
+            metric_labels: MetricLabels {
                 comm: args.metrics_labels.contains(&MetricLabel::Comm),
                 lport: args.metrics_labels.contains(&MetricLabel::Lport),
                 rport: args.metrics_labels.contains(&MetricLabel::Rport),
                 cgroup: args.metrics_labels.contains(&MetricLabel::Cgroup),
             },
             quiet: args.quiet,
+            terminal,
+            color: terminal && !no_color(std::env::var_os("NO_COLOR")),
         })
     }
+}
+
+/// NO_COLOR (no-color.org): set and not empty turns colour off.
+fn no_color(value: Option<std::ffi::OsString>) -> bool {
+    value.is_some_and(|v| !v.is_empty())
 }
 
 /// One rule per state: the last one given wins, as with repeated options elsewhere.
@@ -243,6 +264,13 @@ mod tests {
             states_in(c.filters.state_mask),
             vec![TcpState::Close, TcpState::Listen]
         );
+    }
+
+    #[test]
+    fn no_color_needs_a_value() {
+        assert!(!no_color(None));
+        assert!(!no_color(Some("".into())));
+        assert!(no_color(Some("1".into())));
     }
 
     #[test]

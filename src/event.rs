@@ -5,24 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Result};
 
-use crate::skel::types;
+use crate::skel::types::{self, conn_flags, record_flags, record_kind};
 use crate::tcp_state::TcpState;
-
-const EVENT_TRANSITION: u8 = 1;
-const EVENT_RETRANSMIT: u8 = 2;
-const EVENT_RESET_SENT: u8 = 3;
-const EVENT_RESET_RECEIVED: u8 = 4;
-const EVENT_DROP: u8 = 5;
-const EVENT_HANDOVER: u8 = 6;
-const EVENT_F_OWNER_KNOWN: u8 = 1 << 0;
-const EVENT_F_CGROUP_KNOWN: u8 = 1 << 1;
-const EVENT_F_STATS: u8 = 1 << 2;
-const CONN_F_LOCAL_CLOSED_FIRST: u32 = 1 << 0;
-const CONN_F_REMOTE_CLOSED_FIRST: u32 = 1 << 1;
-const CONN_F_RESET_SENT: u32 = 1 << 2;
-const CONN_F_PASSIVE: u32 = 1 << 3;
-const CONN_F_FIN_RECEIVED: u32 = 1 << 4;
-const CONN_F_FIN_ACKED: u32 = 1 << 5;
 
 // SAFETY: `event` is a plain C struct of integers and byte arrays; every bit pattern is valid.
 unsafe impl plain::Plain for types::event {}
@@ -291,7 +275,7 @@ pub fn decode_socket(data: &[u8]) -> Result<Socket> {
         skaddr: raw.skaddr,
         twaddr: (raw.twaddr != 0).then_some(raw.twaddr),
         owner: owner(raw.flags, raw.pid, &raw.comm),
-        cgroup: (raw.flags & EVENT_F_CGROUP_KNOWN != 0).then_some(raw.cgroup),
+        cgroup: has(raw.flags, record_flags::EVENT_F_CGROUP_KNOWN).then_some(raw.cgroup),
         netns: raw.netns,
         local,
         local_port: raw.sport,
@@ -323,7 +307,7 @@ fn addresses(family: u16, saddr: &[u8; 16], daddr: &[u8; 16]) -> Result<(IpAddr,
 }
 
 fn owner(flags: u8, pid: u32, comm: &[i8; 16]) -> Option<Owner> {
-    (flags & EVENT_F_OWNER_KNOWN != 0).then(|| Owner {
+    has(flags, record_flags::EVENT_F_OWNER_KNOWN).then(|| Owner {
         pid,
         comm: Comm::new(&comm.map(|c| c as u8)),
     })
@@ -363,18 +347,18 @@ pub fn decode(data: &[u8]) -> Result<Record> {
     if plain::copy_from_bytes(&mut raw, data).is_err() {
         bail!("short record: {} bytes", data.len());
     }
-    let kind = match raw.kind {
-        EVENT_TRANSITION => {
+    let kind = match record_kind(raw.kind.into()) {
+        record_kind::EVENT_TRANSITION => {
             return decode_transition(&raw, &data[EVENT_SIZE..]).map(Record::Transition)
         }
-        EVENT_HANDOVER => {
+        record_kind::EVENT_HANDOVER => {
             return decode_transition(&raw, &data[EVENT_SIZE..]).map(Record::Handover)
         }
-        EVENT_RETRANSMIT => NoticeKind::Retransmit,
-        EVENT_RESET_SENT => NoticeKind::ResetSent,
-        EVENT_RESET_RECEIVED => NoticeKind::ResetReceived,
-        EVENT_DROP => NoticeKind::Drop(raw.detail),
-        kind => bail!("unknown record kind {kind}"),
+        record_kind::EVENT_RETRANSMIT => NoticeKind::Retransmit,
+        record_kind::EVENT_RESET_SENT => NoticeKind::ResetSent,
+        record_kind::EVENT_RESET_RECEIVED => NoticeKind::ResetReceived,
+        record_kind::EVENT_DROP => NoticeKind::Drop(raw.detail),
+        record_kind(kind) => bail!("unknown record kind {kind}"),
     };
     let (local, remote) = addresses(raw.family, &raw.saddr, &raw.daddr)?;
     Ok(Record::Notice(Notice {
@@ -382,7 +366,7 @@ pub fn decode(data: &[u8]) -> Result<Record> {
         ts_ns: raw.ts_ns,
         skaddr: (raw.skaddr != 0).then_some(raw.skaddr),
         owner: owner(raw.flags, raw.pid, &raw.comm),
-        cgroup: (raw.flags & EVENT_F_CGROUP_KNOWN != 0).then_some(raw.cgroup),
+        cgroup: has(raw.flags, record_flags::EVENT_F_CGROUP_KNOWN).then_some(raw.cgroup),
         netns: raw.netns,
         local,
         local_port: raw.sport,
@@ -394,7 +378,7 @@ pub fn decode(data: &[u8]) -> Result<Record> {
 
 /// Decodes a transition; `rest` holds the connection's figures when it ended one.
 fn decode_transition(raw: &types::event, rest: &[u8]) -> Result<Transition> {
-    let ended = if raw.flags & EVENT_F_STATS != 0 {
+    let ended = if has(raw.flags, record_flags::EVENT_F_STATS) {
         let mut stats = types::conn_stats::default();
         if plain::copy_from_bytes(&mut stats, rest).is_err() {
             bail!("short connection record: {} bytes", EVENT_SIZE + rest.len());
@@ -410,7 +394,7 @@ fn decode_transition(raw: &types::event, rest: &[u8]) -> Result<Transition> {
         skaddr: raw.skaddr,
         twaddr: (raw.twaddr != 0).then_some(raw.twaddr),
         owner: owner(raw.flags, raw.pid, &raw.comm),
-        cgroup: (raw.flags & EVENT_F_CGROUP_KNOWN != 0).then_some(raw.cgroup),
+        cgroup: has(raw.flags, record_flags::EVENT_F_CGROUP_KNOWN).then_some(raw.cgroup),
         netns: raw.netns,
         local,
         local_port: raw.sport,
@@ -435,13 +419,18 @@ fn conn_stats(raw: &types::conn_stats) -> ConnStats {
         retrans: raw.total_retrans,
         srtt_us: raw.srtt_us,
         min_rtt_us: (raw.min_rtt_us != 0).then_some(raw.min_rtt_us),
-        local_closed_first: raw.flags & CONN_F_LOCAL_CLOSED_FIRST != 0,
-        remote_closed_first: raw.flags & CONN_F_REMOTE_CLOSED_FIRST != 0,
-        reset_sent: raw.flags & CONN_F_RESET_SENT != 0,
-        passive: raw.flags & CONN_F_PASSIVE != 0,
-        fin_received: raw.flags & CONN_F_FIN_RECEIVED != 0,
-        fin_acked: raw.flags & CONN_F_FIN_ACKED != 0,
+        local_closed_first: raw.flags & conn_flags::CONN_F_LOCAL_CLOSED_FIRST.0 != 0,
+        remote_closed_first: raw.flags & conn_flags::CONN_F_REMOTE_CLOSED_FIRST.0 != 0,
+        reset_sent: raw.flags & conn_flags::CONN_F_RESET_SENT.0 != 0,
+        passive: raw.flags & conn_flags::CONN_F_PASSIVE.0 != 0,
+        fin_received: raw.flags & conn_flags::CONN_F_FIN_RECEIVED.0 != 0,
+        fin_acked: raw.flags & conn_flags::CONN_F_FIN_ACKED.0 != 0,
     }
+}
+
+/// Is `flag` set in a record's flags byte?
+fn has(flags: u8, flag: record_flags) -> bool {
+    u32::from(flags) & flag.0 != 0
 }
 
 fn ipv4(bytes: &[u8; 16]) -> IpAddr {
@@ -451,6 +440,14 @@ fn ipv4(bytes: &[u8; 16]) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn flag(f: record_flags) -> u8 {
+        f.0 as u8
+    }
+
+    fn kind(k: record_kind) -> u8 {
+        k.0 as u8
+    }
 
     fn raw_event() -> types::event {
         let mut e = types::event {
@@ -465,8 +462,9 @@ mod tests {
             dport: 51000,
             oldstate: 2,
             newstate: 1,
-            flags: EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN,
-            kind: EVENT_TRANSITION,
+            flags: flag(record_flags::EVENT_F_OWNER_KNOWN)
+                | flag(record_flags::EVENT_F_CGROUP_KNOWN),
+            kind: kind(record_kind::EVENT_TRANSITION),
             ..Default::default()
         };
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -492,7 +490,7 @@ mod tests {
     #[test]
     fn a_handover_is_its_own_record() {
         let mut e = raw_event();
-        e.kind = EVENT_HANDOVER;
+        e.kind = kind(record_kind::EVENT_HANDOVER);
         (e.oldstate, e.newstate, e.twaddr) = (5, 5, 0xffff_2222);
         match decode(&bytes(&e)).unwrap() {
             Record::Handover(t) => {
@@ -507,7 +505,7 @@ mod tests {
     fn decodes_the_figures_of_an_ended_connection() {
         let mut e = raw_event();
         e.newstate = 7;
-        e.flags |= EVENT_F_STATS;
+        e.flags |= flag(record_flags::EVENT_F_STATS);
         e.error = 111;
         let stats = types::conn_stats {
             born_ns: 1_000,
@@ -517,7 +515,7 @@ mod tests {
             total_retrans: 2,
             srtt_us: 150,
             min_rtt_us: 0,
-            flags: CONN_F_REMOTE_CLOSED_FIRST | CONN_F_PASSIVE,
+            flags: conn_flags::CONN_F_REMOTE_CLOSED_FIRST.0 | conn_flags::CONN_F_PASSIVE.0,
             ..Default::default()
         };
         let mut data = bytes(&e);
@@ -539,7 +537,7 @@ mod tests {
     #[test]
     fn decodes_a_drop_without_a_socket() {
         let mut e = raw_event();
-        e.kind = EVENT_DROP;
+        e.kind = kind(record_kind::EVENT_DROP);
         e.detail = 2;
         e.skaddr = 0;
         e.oldstate = 0;

@@ -15,7 +15,8 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::bpf::{self, Tracer};
 use crate::clock::Clock;
-use crate::metrics::{Metrics, OptIn};
+use crate::config::MetricLabels;
+use crate::metrics::Metrics;
 use crate::table::ConnTable;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -26,6 +27,8 @@ pub struct Endpoint {
     pub metrics: Metrics,
     /// When the gauges were last brought up to date.
     refreshed: Option<Instant>,
+    /// Why the BPF run-time statistics are off, for stderr.
+    warning: Option<String>,
     _run_stats: Option<OwnedFd>,
     _server: Exporter,
 }
@@ -34,15 +37,22 @@ pub struct Endpoint {
 const REFRESH: Duration = Duration::from_secs(1);
 
 impl Endpoint {
-    pub fn start(listener: TcpListener, labels: OptIn) -> Result<Endpoint> {
+    pub fn start(listener: TcpListener, labels: MetricLabels) -> Result<Endpoint> {
         let metrics = Metrics::new(labels);
-        let run_stats = bpf::enable_run_stats()
-            .map_err(|err| eprintln!("tcpstates: {err:#}; tcpstates_bpf_run_seconds stays 0"))
-            .ok();
+        let (run_stats, warning) = match bpf::enable_run_stats() {
+            Ok(fd) => (Some(fd), None),
+            Err(err) => (
+                None,
+                Some(format!(
+                    "tcpstates: {err:#}; tcpstates_bpf_run_seconds stays 0"
+                )),
+            ),
+        };
         let server = Exporter::start(listener, metrics.registry())?;
         Ok(Endpoint {
             metrics,
             refreshed: None,
+            warning,
             _run_stats: run_stats,
             _server: server,
         })
@@ -50,6 +60,11 @@ impl Endpoint {
 }
 
 impl Endpoint {
+    /// A line for stderr about what the endpoint could not do, taken once.
+    pub fn take_warning(&mut self) -> Option<String> {
+        self.warning.take()
+    }
+
     /// Sets the gauges from `table` and the programs' costs, at most once per REFRESH.
     pub fn refresh_if_due(&mut self, table: &ConnTable, tracer: &Tracer<'_>) {
         if self.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {

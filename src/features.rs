@@ -62,6 +62,16 @@ impl Features {
         }
     }
 
+    /// Everything on: for a run that loads no hook and reads no per-socket data.
+    pub fn all() -> Features {
+        Features {
+            socket_storage: true,
+            timewait_end: TimewaitEnd::ByCache,
+            drop_reason: true,
+            reset_without_socket: true,
+        }
+    }
+
     pub fn timewait_end_is(&self, program: TimewaitEndProgram) -> bool {
         match self.timewait_end {
             TimewaitEnd::ByCache | TimewaitEnd::ByName => program == TimewaitEndProgram::ByArgument,

@@ -23,6 +23,7 @@ pub mod report;
 pub mod resolve;
 pub mod sanitize;
 pub mod seeds;
+pub mod session;
 pub mod signals;
 pub mod snapshots;
 pub mod table;

@@ -1,35 +1,90 @@
-//! Accounting of events the kernel could not deliver: ring buffer full, or BPF runs skipped.
+//! Accounting of events the kernel could not deliver (ring buffer full, BPF runs skipped) and
+//! of timewait sockets it could not track, from the counters the BPF side reads.
 
-use anyhow::Result;
-
-use crate::bpf::{RecursionMisses, Tracer};
 use crate::plural::counted;
-use crate::render::LostReason;
+
+/// Why events were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostReason {
+    /// The ring buffer was full: user space fell behind.
+    RingBufferFull,
+    /// The kernel skipped the BPF program (it was already running on that CPU).
+    BpfRecursion,
+}
+
+impl LostReason {
+    pub fn key(self) -> &'static str {
+        match self {
+            LostReason::RingBufferFull => "ring_buffer_full",
+            LostReason::BpfRecursion => "bpf_recursion",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            LostReason::RingBufferFull => "ring buffer full",
+            LostReason::BpfRecursion => "BPF program skipped by the kernel: recursion",
+        }
+    }
+}
+
+/// Why the kernel skipped program runs, per program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecursionMisses {
+    /// State changes the program did not see: lost transitions.
+    pub set_state: u64,
+    /// Slab frees it did not see: possibly lost ends of TIME_WAIT.
+    pub timewait: u64,
+    /// Retransmits, resets and drops not seen (--events), and resets that told how a
+    /// connection ended.
+    pub notices: u64,
+}
+
+impl RecursionMisses {
+    /// Records lost: state changes and the other events.
+    pub fn lost(&self) -> u64 {
+        self.set_state + self.notices
+    }
+}
+
+/// The kernel's loss counters at one moment, since the program was loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Records the ring buffer had no room for.
+    pub ring_drops: u64,
+    pub misses: RecursionMisses,
+    /// Timewait sockets the TIME_WAIT map had no room for; their ends will not be reported.
+    pub untracked_timewaits: u64,
+}
+
+/// What is new since the previous reading: losses by reason, and a warning to print once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Update {
+    pub lost: [(u64, LostReason); 2],
+    pub warning: Option<&'static str>,
+}
 
 /// Totals since start; `update` returns what is new since the previous call.
 #[derive(Debug, Default)]
 pub struct Losses {
     ring_drops: u64,
     misses: RecursionMisses,
-    /// Timewait sockets the TIME_WAIT map had no room for; their ends will not be reported.
     untracked_timewaits: u64,
     untracked_warned: bool,
 }
 
 impl Losses {
-    /// Reads the kernel's counters and returns the losses new since the last call; warns once
-    /// when the TIME_WAIT map is full.
-    pub fn update(&mut self, tracer: &Tracer<'_>) -> Result<[(u64, LostReason); 2]> {
-        let drops = tracer.ring_buffer_drops()?;
-        let misses = tracer.recursion_misses()?;
-        self.untracked_timewaits = tracer.untracked_timewaits()?;
-        if let Some(warning) = self.take_timewait_warning() {
-            eprintln!("{warning}");
+    /// Takes a new reading of the kernel's counters: the losses new since the last one, and,
+    /// the first time the TIME_WAIT map turned a socket away, what that means.
+    pub fn update(&mut self, now: Counters) -> Update {
+        self.untracked_timewaits = now.untracked_timewaits;
+        let warning = self.take_timewait_warning();
+        Update {
+            lost: self.advance(now.ring_drops, now.misses),
+            warning,
         }
-        Ok(self.advance(drops, misses))
     }
 
-    /// Once, when the TIME_WAIT map first turned a socket away: what that means.
     fn take_timewait_warning(&mut self) -> Option<&'static str> {
         if self.untracked_timewaits == 0 || self.untracked_warned {
             return None;
@@ -98,35 +153,34 @@ impl Losses {
 mod tests {
     use super::*;
 
+    fn reading(drops: u64, set_state: u64, timewait: u64, notices: u64) -> Counters {
+        Counters {
+            ring_drops: drops,
+            misses: RecursionMisses {
+                set_state,
+                timewait,
+                notices,
+            },
+            untracked_timewaits: 0,
+        }
+    }
+
     #[test]
     fn reports_only_what_is_new_and_describes_totals() {
         let mut losses = Losses::default();
         assert_eq!(losses.describe(), "0 lost");
-        let new = losses.advance(
-            3,
-            RecursionMisses {
-                set_state: 2,
-                timewait: 1,
-                notices: 0,
-            },
-        );
+        let update = losses.update(reading(3, 2, 1, 0));
         assert_eq!(
-            new,
+            update.lost,
             [
                 (3, LostReason::RingBufferFull),
                 (2, LostReason::BpfRecursion)
             ]
         );
-        let new = losses.advance(
-            4,
-            RecursionMisses {
-                set_state: 2,
-                timewait: 1,
-                notices: 1,
-            },
-        );
+        assert_eq!(update.warning, None);
+        let update = losses.update(reading(4, 2, 1, 1));
         assert_eq!(
-            new,
+            update.lost,
             [
                 (1, LostReason::RingBufferFull),
                 (1, LostReason::BpfRecursion)
@@ -142,13 +196,16 @@ mod tests {
     #[test]
     fn untracked_timewaits_warn_once_and_are_in_the_totals() {
         let mut losses = Losses::default();
-        assert_eq!(losses.take_timewait_warning(), None);
-        losses.untracked_timewaits = 2;
+        assert_eq!(losses.update(Counters::default()).warning, None);
+        let full = |n| Counters {
+            untracked_timewaits: n,
+            ..Counters::default()
+        };
         assert!(losses
-            .take_timewait_warning()
+            .update(full(2))
+            .warning
             .is_some_and(|w| w.contains("TIME_WAIT map is full")));
-        losses.untracked_timewaits = 5;
-        assert_eq!(losses.take_timewait_warning(), None);
+        assert_eq!(losses.update(full(5)).warning, None);
         assert_eq!(
             losses.describe(),
             "0 lost; 5 TIME_WAIT sockets not tracked (map full): their TIME_WAIT -> CLOSE is not \

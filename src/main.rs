@@ -7,8 +7,10 @@ use clap::Parser;
 
 use tcpstates::cli::Args;
 use tcpstates::config::{Config, Mode};
-use tcpstates::live::Outcome;
-use tcpstates::{live, snapshots};
+use tcpstates::live::Stream;
+use tcpstates::render::snapshot::Style;
+use tcpstates::session::{self, Outcome};
+use tcpstates::snapshots::Ticker;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -29,14 +31,23 @@ fn main() -> ExitCode {
 /// The exit status when an --alert fired (1 is an error, 2 a usage error).
 const ALERTS_FIRED: u8 = 3;
 
+/// One session, into the mode's sink.
 fn run(config: &Config) -> anyhow::Result<Outcome> {
     match config.mode {
-        Mode::Live => live::run(config),
+        Mode::Live => session::run(config, |clock| Stream::new(config, clock)),
         Mode::Snapshot {
             interval,
             summary,
             info,
-        } => snapshots::run(config, interval, summary, info),
+        } => {
+            let style = Style {
+                summary,
+                info,
+                terminal: config.terminal,
+                color: config.color,
+            };
+            session::run(config, |clock| Ticker::new(config, interval, style, clock))
+        }
     }
 }
 

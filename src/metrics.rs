@@ -16,9 +16,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::config::MetricLabels;
 use crate::event::{Comm, Owner, Transition};
 use crate::lifetimes::{Connection, Ending};
-use crate::render::LostReason;
+use crate::losses::LostReason;
 use crate::sanitize;
 use crate::table::ConnTable;
 use crate::tcp_state::TcpState;
@@ -38,15 +39,6 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(SECONDS_BUCKETS)
 }
 
-/// Labels a user may opt in to (--metrics-labels); each multiplies the number of series.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OptIn {
-    pub comm: bool,
-    pub lport: bool,
-    pub rport: bool,
-    pub cgroup: bool,
-}
-
 /// The opt-in label values of one socket; all None unless opted in.
 #[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq)]
 struct Extra {
@@ -59,7 +51,13 @@ struct Extra {
 }
 
 impl Extra {
-    fn of(opt: OptIn, owner: Option<Owner>, lport: u16, rport: u16, cgroup: Option<u64>) -> Extra {
+    fn of(
+        opt: MetricLabels,
+        owner: Option<Owner>,
+        lport: u16,
+        rport: u16,
+        cgroup: Option<u64>,
+    ) -> Extra {
         Extra {
             comm: opt.comm.then(|| owner.map(|o| o.comm)),
             lport: opt.lport.then_some(lport),
@@ -76,7 +74,7 @@ impl Extra {
         }
     }
 
-    fn push(self, opt: OptIn, labels: &mut Labels) {
+    fn push(self, opt: MetricLabels, labels: &mut Labels) {
         let values = [
             (
                 opt.comm,
@@ -148,7 +146,7 @@ impl<K: Copy + Eq + Hash, M: Clone> Cache<K, M> {
 
 /// Everything exported, and the handles the event loop updates.
 pub struct Metrics {
-    opt: OptIn,
+    opt: MetricLabels,
     registry: Arc<Registry>,
     connections: Family<Labels, Gauge>,
     transitions: Family<Labels, Counter>,
@@ -174,93 +172,94 @@ pub struct Metrics {
     bpf_last: HashMap<String, (u64, u64)>,
 }
 
-fn state_labels(opt: OptIn, state: TcpState, extra: Extra) -> Labels {
+/// A metric's name and help text.
+type Named = (&'static str, &'static str);
+
+const CONNECTIONS: Named = ("tcpstates_connections", "TCP sockets by state, now");
+const TRANSITIONS: Named = ("tcpstates_transitions", "TCP state transitions");
+const STATE_SECONDS: Named = (
+    "tcpstates_state_duration_seconds",
+    "Time sockets spent in a state, observed when they left it",
+);
+const CLOSE_WAIT_OWNERS: Named = (
+    "tcpstates_close_wait_owners",
+    "Processes holding CLOSE_WAIT sockets (the peer closed, the process did not)",
+);
+const CLOSE_WAIT_OLDEST: Named = (
+    "tcpstates_close_wait_oldest_seconds",
+    "Age of the oldest CLOSE_WAIT socket (for sockets older than tcpstates: their idle time, a lower bound)",
+);
+const ENDED: Named = (
+    "tcpstates_connections_ended",
+    "Connections that ended, by how: fin, reset_sent, reset_received, refused, timeout, aborted, error",
+);
+const BYTES: Named = (
+    "tcpstates_connection_bytes",
+    "Payload bytes of ended connections, sent (acknowledged) and received",
+);
+const RETRANSMITS: Named = (
+    "tcpstates_connection_retransmits",
+    "Segments retransmitted by ended connections",
+);
+const LIFETIME_SECONDS: Named = (
+    "tcpstates_connection_duration_seconds",
+    "Lifetimes of ended connections that started while tcpstates ran",
+);
+const LOST: Named = (
+    "tcpstates_lost_events",
+    "Events the kernel could not deliver",
+);
+const BPF_SECONDS: Named = (
+    "tcpstates_bpf_run_seconds",
+    "Kernel time spent in tcpstates' BPF programs",
+);
+const BPF_RUNS: Named = ("tcpstates_bpf_runs", "Runs of tcpstates' BPF programs");
+const BUILD_INFO: Named = ("tcpstates_build_info", "tcpstates' version");
+
+/// `metric`, registered under its name.
+fn registered<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    (name, help): Named,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+fn state_labels(opt: MetricLabels, state: TcpState, extra: Extra) -> Labels {
     let mut labels = vec![("state", state.name().to_string())];
     extra.push(opt, &mut labels);
     labels
 }
 
 impl Metrics {
-    pub fn new(opt: OptIn) -> Metrics {
+    pub fn new(opt: MetricLabels) -> Metrics {
         let mut registry = Registry::default();
-        let connections = Family::<Labels, Gauge>::default();
-        let transitions = Family::<Labels, Counter>::default();
-        let state_seconds = Histograms::new_with_constructor(seconds_histogram);
-        let ended = Family::<Labels, Counter>::default();
-        let bytes = Family::<Labels, Counter>::default();
-        let retransmits = Family::<Labels, Counter>::default();
-        let lifetime_seconds = Histograms::new_with_constructor(seconds_histogram);
-        let close_wait_owners = Gauge::default();
-        let close_wait_oldest = Gauge::<f64, AtomicU64>::default();
-        let lost = Family::<Labels, Counter>::default();
-        let bpf_seconds = Family::<Labels, Counter<f64, AtomicU64>>::default();
-        let bpf_runs = Family::<Labels, Counter>::default();
-        let build_info = Family::<Labels, Gauge>::default();
+        let r = &mut registry;
+        let connections = registered(r, CONNECTIONS, Family::default());
+        let transitions = registered(r, TRANSITIONS, Family::default());
+        let state_seconds = registered(
+            r,
+            STATE_SECONDS,
+            Histograms::new_with_constructor(seconds_histogram),
+        );
+        let close_wait_owners = registered(r, CLOSE_WAIT_OWNERS, Default::default());
+        let close_wait_oldest = registered(r, CLOSE_WAIT_OLDEST, Default::default());
+        let ended = registered(r, ENDED, Default::default());
+        let bytes = registered(r, BYTES, Default::default());
+        let retransmits = registered(r, RETRANSMITS, Default::default());
+        let lifetime_seconds = registered(
+            r,
+            LIFETIME_SECONDS,
+            Histograms::new_with_constructor(seconds_histogram),
+        );
+        let lost = registered(r, LOST, Family::default());
+        let bpf_seconds = registered(r, BPF_SECONDS, Default::default());
+        let bpf_runs = registered(r, BPF_RUNS, Family::default());
+        let build_info: Family<Labels, Gauge> = registered(r, BUILD_INFO, Family::default());
         build_info
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
             .set(1);
-
-        registry.register(
-            "tcpstates_connections",
-            "TCP sockets by state, now",
-            connections.clone(),
-        );
-        registry.register(
-            "tcpstates_transitions",
-            "TCP state transitions",
-            transitions.clone(),
-        );
-        registry.register(
-            "tcpstates_state_duration_seconds",
-            "Time sockets spent in a state, observed when they left it",
-            state_seconds.clone(),
-        );
-        registry.register(
-            "tcpstates_close_wait_owners",
-            "Processes holding CLOSE_WAIT sockets (the peer closed, the process did not)",
-            close_wait_owners.clone(),
-        );
-        registry.register(
-            "tcpstates_close_wait_oldest_seconds",
-            "Age of the oldest CLOSE_WAIT socket (for sockets older than tcpstates: their idle time, a lower bound)",
-            close_wait_oldest.clone(),
-        );
-        registry.register(
-            "tcpstates_connections_ended",
-            "Connections that ended, by how: fin, reset_sent, reset_received, refused, timeout, aborted, error",
-            ended.clone(),
-        );
-        registry.register(
-            "tcpstates_connection_bytes",
-            "Payload bytes of ended connections, sent (acknowledged) and received",
-            bytes.clone(),
-        );
-        registry.register(
-            "tcpstates_connection_retransmits",
-            "Segments retransmitted by ended connections",
-            retransmits.clone(),
-        );
-        registry.register(
-            "tcpstates_connection_duration_seconds",
-            "Lifetimes of ended connections that started while tcpstates ran",
-            lifetime_seconds.clone(),
-        );
-        registry.register(
-            "tcpstates_lost_events",
-            "Events the kernel could not deliver",
-            lost.clone(),
-        );
-        registry.register(
-            "tcpstates_bpf_run_seconds",
-            "Kernel time spent in tcpstates' BPF programs",
-            bpf_seconds.clone(),
-        );
-        registry.register(
-            "tcpstates_bpf_runs",
-            "Runs of tcpstates' BPF programs",
-            bpf_runs.clone(),
-        );
-        registry.register("tcpstates_build_info", "tcpstates' version", build_info);
 
         Metrics {
             opt,
@@ -470,7 +469,7 @@ mod tests {
 
     #[test]
     fn transitions_and_time_in_state() {
-        let mut m = Metrics::new(OptIn::default());
+        let mut m = Metrics::new(MetricLabels::default());
         let mut t = transition(1, TcpState::SynSent, TcpState::Established, 2_000_000_000);
         t.old_since_ns = Some(1_999_000_000);
         m.transition(&t);
@@ -498,7 +497,7 @@ mod tests {
 
     #[test]
     fn gauges_follow_the_table_and_vanish_at_zero() {
-        let mut m = Metrics::new(OptIn::default());
+        let mut m = Metrics::new(MetricLabels::default());
         let mut table = ConnTable::new(0);
         table.apply(&transition(
             1,
@@ -543,10 +542,10 @@ mod tests {
 
     #[test]
     fn opt_in_labels_and_their_cap() {
-        let opt = OptIn {
+        let opt = MetricLabels {
             comm: true,
             lport: true,
-            ..OptIn::default()
+            ..MetricLabels::default()
         };
         let mut m = Metrics::new(opt);
         let t = transition(1, TcpState::SynSent, TcpState::Established, 1);
@@ -568,7 +567,7 @@ mod tests {
 
     #[test]
     fn ended_connections_and_bpf_costs() {
-        let mut m = Metrics::new(OptIn::default());
+        let mut m = Metrics::new(MetricLabels::default());
         let last = Transition {
             error: Some(crate::event::Errno(libc::ECONNREFUSED as u16)),
             ended: Some(Box::new(crate::event::ConnStats {

@@ -58,6 +58,24 @@ pub fn own_netns() -> Result<u32> {
     u32::try_from(inode).context("network namespace inode out of range")
 }
 
+/// The network namespace whose sockets are listed: `wanted` (--netns, with the file it was
+/// named by, if any) or the tool's own; with a file of it to enter when it is not the tool's own.
+pub fn netns_to_list(wanted: Option<u32>, named_at: Option<&Path>) -> Result<(u32, Option<File>)> {
+    let own = own_netns()?;
+    let target = wanted.unwrap_or(own);
+    if target == own {
+        return Ok((target, None));
+    }
+    let path = named_at
+        .map(Path::to_path_buf)
+        .or_else(|| find_netns(target))
+        .with_context(|| {
+            format!("--netns {target}: no /run/netns entry or process is in this network namespace")
+        })?;
+    let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok((target, Some(file)))
+}
+
 /// A file of the network namespace with this inode: a /run/netns entry or a process's.
 pub fn find_netns(inode: u32) -> Option<PathBuf> {
     let named = std::fs::read_dir("/run/netns")

@@ -6,9 +6,8 @@ use anyhow::{Context, Result};
 use rustc_hash::FxHashMap;
 
 use crate::skel::types;
+use crate::tcp_state::TcpState;
 
-/// TCP_LISTEN (include/net/tcp_states.h).
-const TCP_LISTEN: u8 = 10;
 /// Bounds of the seed maps' sizes (each slot costs a 16-byte bucket when the map is created).
 const SEEDS_MIN: u32 = 1024;
 const SEEDS_MAX: u32 = 1 << 20;
@@ -55,7 +54,7 @@ impl Seeds {
         for record in first.into_values() {
             seeds.sockets.push(record.skaddr);
             seeds.owners.push(record.owner);
-            if record.state == TCP_LISTEN {
+            if record.state == TcpState::Listen as u8 {
                 let place = (record.netns, record.lport);
                 // SO_REUSEPORT listeners of several processes share a place: keep the lowest
                 // socket address, so that the choice does not depend on the hash's order.
@@ -158,8 +157,8 @@ mod tests {
         let seeds = Seeds::from_records([
             record(0x100, 1, 1, 80),
             record(0x100, 2, 1, 80), // a second holder of the same socket
-            record(0x300, 3, TCP_LISTEN, 8080),
-            record(0x200, 4, TCP_LISTEN, 8080), // SO_REUSEPORT: same place, lower address
+            record(0x300, 3, TcpState::Listen as u8, 8080),
+            record(0x200, 4, TcpState::Listen as u8, 8080), // SO_REUSEPORT: same place, lower address
         ]);
         let mut pairs: Vec<(u64, u32)> = seeds
             .sockets

@@ -5,28 +5,59 @@
 
 #define TASK_COMM_LEN 16
 
-/* event.kind */
-#define EVENT_TRANSITION     1
-#define EVENT_RETRANSMIT     2 /* a segment retransmitted (--events retransmit) */
-#define EVENT_RESET_SENT     3 /* an RST sent, for a socket or for a packet without one */
-#define EVENT_RESET_RECEIVED 4 /* an RST received by a socket */
-#define EVENT_DROP           5 /* a TCP packet freed as dropped; detail = enum skb_drop_reason */
-/* An orphaned connection moved, still in FIN_WAIT2, to the timewait socket twaddr: not a state
- * change (ss shows it in FIN_WAIT2 still); carries the connection's figures. */
-#define EVENT_HANDOVER       6
+/*
+ * The constants below are enums, not macros, so that they reach the Rust side through the
+ * skeleton's generated types (types::record_kind::EVENT_TRANSITION, ...), never copied by hand.
+ */
 
-/* event.flags */
-#define EVENT_F_OWNER_KNOWN  (1 << 0) /* pid and comm name the socket's owner */
-#define EVENT_F_CGROUP_KNOWN (1 << 1) /* cgroup is the socket's cgroup v2 id */
-#define EVENT_F_STATS        (1 << 2) /* a struct conn_stats follows: the connection ended */
+/* event.kind */
+enum record_kind {
+	EVENT_TRANSITION = 1,
+	EVENT_RETRANSMIT = 2,     /* a segment retransmitted (--events retransmit) */
+	EVENT_RESET_SENT = 3,     /* an RST sent, for a socket or for a packet without one */
+	EVENT_RESET_RECEIVED = 4, /* an RST received by a socket */
+	EVENT_DROP = 5,           /* a TCP packet freed as dropped; detail = enum skb_drop_reason */
+	/* An orphaned connection moved, still in FIN_WAIT2, to the timewait socket twaddr: not a
+	 * state change (ss shows it in FIN_WAIT2 still); carries the connection's figures. */
+	EVENT_HANDOVER = 6,
+};
+
+/* event.flags, socket_record.flags */
+enum record_flags {
+	EVENT_F_OWNER_KNOWN = 1 << 0,  /* pid and comm name the socket's owner */
+	EVENT_F_CGROUP_KNOWN = 1 << 1, /* cgroup is the socket's cgroup v2 id */
+	EVENT_F_STATS = 1 << 2,        /* a struct conn_stats follows: the connection ended */
+};
 
 /* conn_stats.flags */
-#define CONN_F_LOCAL_CLOSED_FIRST  (1 << 0) /* this side sent the first FIN */
-#define CONN_F_REMOTE_CLOSED_FIRST (1 << 1) /* the peer sent the first FIN */
-#define CONN_F_RESET_SENT          (1 << 2) /* this side sent an RST before it closed */
-#define CONN_F_PASSIVE             (1 << 3) /* accepted from a listener (else connect()ed) */
-#define CONN_F_FIN_RECEIVED        (1 << 4) /* the peer's FIN arrived (counted in bytes_received) */
-#define CONN_F_FIN_ACKED           (1 << 5) /* our FIN was acknowledged (counted in bytes_acked) */
+enum conn_flags {
+	CONN_F_LOCAL_CLOSED_FIRST = 1 << 0,  /* this side sent the first FIN */
+	CONN_F_REMOTE_CLOSED_FIRST = 1 << 1, /* the peer sent the first FIN */
+	CONN_F_RESET_SENT = 1 << 2,          /* this side sent an RST before it closed */
+	CONN_F_PASSIVE = 1 << 3,             /* accepted from a listener (else connect()ed) */
+	CONN_F_FIN_RECEIVED = 1 << 4, /* the peer's FIN arrived (counted in bytes_received) */
+	CONN_F_FIN_ACKED = 1 << 5,    /* our FIN was acknowledged (counted in bytes_acked) */
+};
+
+/* Indexes of the per-CPU `counters` map. */
+enum counter_index {
+	LOST_RING = 0,      /* records the ring buffer had no room for */
+	NESTED_HANDLED = 1, /* state changes on_set_state_nested took (see transitions.bpf.c) */
+	TW_UNTRACKED = 2,   /* timewait sockets the full tws map had no room for */
+	COUNTERS = 3,
+};
+
+/* How on_cache_free knows the free of a timewait socket (the rodata knob tw_free_match). */
+enum tw_free_match {
+	TW_FREE_BY_CACHE = 1, /* kmem_cache_free(call_site, ptr, cache): the timewait cache */
+	TW_FREE_BY_NAME = 2,  /* kmem_cache_free(call_site, ptr, name): that cache's name */
+};
+
+/* Timewait sockets one run of sweep_fin_wait2 looks at: the most a raw tracepoint's test run
+ * passes as arguments. */
+enum sweep_limits {
+	SWEEP_BATCH = 12,
+};
 
 /*
  * One TCP state transition, or for other kinds one thing that happened to a socket (oldstate =

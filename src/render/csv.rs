@@ -16,11 +16,12 @@ use serde::Serialize;
 use super::record::{
     AlertRecord, ConnectionRecord, Hex, NoticeRecord, Rfc3339Micros, TransitionRecord,
 };
-use super::{LostReason, Renderer};
+use super::Renderer;
 use crate::alerts::Alert;
 use crate::clock::Clock;
 use crate::event::{Notice, Transition};
 use crate::lifetimes::Connection;
+use crate::losses::LostReason;
 
 /// A row of the transition stream: a transition, or another kind in the same columns.
 #[derive(Serialize)]

@@ -3,11 +3,12 @@
 use serde::Serialize;
 
 use super::record::{AlertRecord, ConnectionRecord, NoticeRecord, TransitionRecord};
-use super::{LostReason, Renderer};
+use super::Renderer;
 use crate::alerts::Alert;
 use crate::clock::Clock;
 use crate::event::{Notice, Transition};
 use crate::lifetimes::Connection;
+use crate::losses::LostReason;
 
 /// A lost-events report.
 #[derive(Serialize)]

@@ -1,4 +1,5 @@
-//! Renderers turn decoded events into the bytes written to stdout, one per output format.
+//! Renderers turn decoded events into the bytes written to stdout, one file per output format:
+//! the stream's here (text, json, csv), the snapshots' under snapshot/.
 
 mod cells;
 mod csv;
@@ -10,34 +11,9 @@ mod text;
 use crate::alerts::Alert;
 use crate::cli::OutputFormat;
 use crate::clock::{Clock, LocalTime};
-use crate::config::Config;
 use crate::event::{Notice, Transition};
 use crate::lifetimes::Connection;
-
-/// Why events were lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LostReason {
-    /// The ring buffer was full: user space fell behind.
-    RingBufferFull,
-    /// The kernel skipped the BPF program (it was already running on that CPU).
-    BpfRecursion,
-}
-
-impl LostReason {
-    pub fn key(self) -> &'static str {
-        match self {
-            LostReason::RingBufferFull => "ring_buffer_full",
-            LostReason::BpfRecursion => "bpf_recursion",
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            LostReason::RingBufferFull => "ring buffer full",
-            LostReason::BpfRecursion => "BPF program skipped by the kernel: recursion",
-        }
-    }
-}
+use crate::losses::LostReason;
 
 /// One output format. Renderers append to a buffer; the caller owns all I/O.
 pub trait Renderer {
@@ -75,19 +51,6 @@ pub enum Rows {
     Transitions,
     /// One per ended connection (--lifetimes).
     Connections,
-}
-
-/// The renderer for the configured format.
-pub fn for_config(config: &Config, clock: Clock) -> Box<dyn Renderer> {
-    if config.quiet {
-        return Box::new(Quiet);
-    }
-    let rows = if config.lifetimes {
-        Rows::Connections
-    } else {
-        Rows::Transitions
-    };
-    for_format(config.output, clock, config.timestamp, config.wide, rows)
 }
 
 /// The renderer of one format; `timestamp` and `wide` shape the text columns.

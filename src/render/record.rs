@@ -143,7 +143,7 @@ fn comm(owner: &Option<Owner>) -> Option<Cow<'_, str>> {
     owner.as_ref().map(|o| sanitize::escape(o.comm.as_bytes()))
 }
 
-fn ms(ns: u64) -> f64 {
+pub(crate) fn ms(ns: u64) -> f64 {
     (ns / 1_000) as f64 / 1_000.0
 }
 

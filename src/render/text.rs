@@ -5,11 +5,12 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use super::cells::{addr_cell, cell, int_cell, millis, millis_cell};
-use super::{LostReason, Renderer, Rows};
+use super::{Renderer, Rows};
 use crate::alerts::Alert;
 use crate::clock::{Clock, LocalTime};
 use crate::event::{Errno, Notice, Owner, Transition};
 use crate::lifetimes::Connection;
+use crate::losses::LostReason;
 use crate::sanitize;
 use crate::table::Age;
 

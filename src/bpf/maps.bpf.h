@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
+/* Every map of the BPF program, and what is kept per socket. Part of tcpstates.bpf.c. */
+#ifndef MAPS_BPF_H
+#define MAPS_BPF_H
+
+#define SOCK_F_CGROUP_MATCH (1 << 7) /* the socket's cgroup is inside filter_cgroup */
+/*
+ * LISTEN -> SYN_RECV fires inside inet_csk_clone_lock() before the child gets its addresses and
+ * ports, so it is reported with the child's next transition, which follows on the same CPU.
+ */
+#define SOCK_F_SYN_RECV_DEFERRED (1 << 6)
+/* Bits 2..5 are CONN_F_* shifted by SOCK_F_CONN_SHIFT. */
+#define SOCK_F_CONN_SHIFT 2
+#define SOCK_F_LOCAL_CLOSED_FIRST (CONN_F_LOCAL_CLOSED_FIRST << SOCK_F_CONN_SHIFT)
+#define SOCK_F_REMOTE_CLOSED_FIRST (CONN_F_REMOTE_CLOSED_FIRST << SOCK_F_CONN_SHIFT)
+#define SOCK_F_RESET_SENT (CONN_F_RESET_SENT << SOCK_F_CONN_SHIFT)
+#define SOCK_F_PASSIVE (CONN_F_PASSIVE << SOCK_F_CONN_SHIFT)
+
+/* What is known of a socket: in a full socket's storage, or keyed by timewait socket. */
+struct sock_info {
+	__u64 ts_ns;  /* when it entered its current state */
+	__u64 cgroup;
+	__u64 skaddr; /* the full socket (kept for its timewait successor) */
+	__u64 born_ns; /* when its connection started; 0 = unknown */
+	__u32 pid;
+	__u8 flags; /* EVENT_F_* and SOCK_F_* */
+	__u8 tw_state; /* of a timewait socket: the state last reported, FIN_WAIT2 or TIME_WAIT */
+	__u8 pad[2];
+	char comm[TASK_COMM_LEN];
+};
+
+/* Map sizes are documented in the README and the man page. */
+/*
+ * Per full socket, in the socket itself: freed by the kernel with it, so it needs no size limit
+ * and no eviction. An accepted socket starts with a copy of its listener's (BPF_F_CLONE): the
+ * listener's owner, exactly, SO_REUSEPORT groups included.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_info);
+} socks SEC(".maps");
+
+/*
+ * The same, by socket address, where tracing programs have no socket storage (before 5.11).
+ * An entry goes at its socket's last transition; sized by user space (1 with socket storage).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} socks_by_addr SEC(".maps");
+
+/*
+ * Without socket storage: the sockets that closed last, for an RST sent just after the close
+ * (possibly on another CPU: the closing task may move). The oldest make room.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} closed_socks SEC(".maps");
+
+/*
+ * Per timewait socket, from its takeover to its free. Sized by user space to the kernel's own
+ * limit; entries are allocated as needed. A full map refuses new entries, counted as
+ * TW_UNTRACKED, rather than silently forgetting old ones as an LRU map would. An entry whose
+ * free was not seen (its hook skipped by recursion) is overwritten when the slab reuses the
+ * address, which it does quickly.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536); /* set by user space */
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} tws SEC(".maps");
+
+/*
+ * Timewait sockets reported in FIN_WAIT2 (an orphaned connection whose peer has not closed),
+ * for the sweep that sees the peer's FIN move them to TIME_WAIT. A key stays until its socket
+ * is freed; the sweep skips the ones that have moved. Sized by user space, as tws.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536); /* set by user space */
+	__type(key, __u64);
+	__type(value, __u8);
+} fin_wait2_tws SEC(".maps");
+
+/*
+ * The owners of the sockets that existed at start, from the task_file walk, written by user
+ * space after the hooks are attached. A socket takes its owner from here the first time it is
+ * seen without one, which removes the entry: the map only shrinks. Sized by user space to the
+ * kernel's count of TCP sockets.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, __u64);
+	__type(value, struct owner);
+} seeds SEC(".maps");
+
+/*
+ * Owners of listeners by namespace and port, for the accepted children of a listener whose own
+ * storage has no owner (it existed at start). A listener's entry goes when it closes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* set by user space */
+	__type(key, struct listener_key);
+	__type(value, struct listener_owner);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} lports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} rports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 2 << 20); /* set by user space: --ring-size */
+} events SEC(".maps");
+
+/* Per CPU, indexed by enum counter_index (tcpstates.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* A state change, as on_set_state_nested recognises it. */
+struct change {
+	__u64 sk;
+	__u64 states; /* oldstate << 8 | newstate */
+};
+
+/* Per CPU: the last two changes on_set_state started on, newest in [1]. */
+struct recent_changes {
+	struct change taken[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct recent_changes);
+} set_state_taken SEC(".maps");
+
+#endif /* MAPS_BPF_H */

@@ -1,0 +1,48 @@
+//! The FIN_WAIT2 sweep: runs the program that reports the orphans whose peer's FIN has moved
+//! them to TIME_WAIT, a move no hook sees.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use libbpf_rs::MapCore;
+
+use super::Tracer;
+use crate::skel::types::sweep_limits;
+
+/// How often the FIN_WAIT2 timewait sockets are checked for their peer's FIN: the delay of
+/// their `FIN_WAIT2 -> TIME_WAIT` records (the time in them is the kernel's).
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Sockets per run of the program: its arguments.
+const SWEEP_BATCH: usize = sweep_limits::SWEEP_BATCH.0 as usize;
+
+impl Tracer<'_> {
+    /// Every SWEEP_INTERVAL (or now, if `now`): reports the FIN_WAIT2 timewait sockets that
+    /// moved to TIME_WAIT since the last run, into the ring buffer.
+    pub fn sweep_fin_wait2(&self, now: bool) -> Result<()> {
+        if !self.parts.hooks || (!now && self.swept.get().elapsed() < SWEEP_INTERVAL) {
+            return Ok(());
+        }
+        self.swept.set(Instant::now());
+        let sockets: Vec<Vec<u8>> = self.skel.maps.fin_wait2_tws.keys().collect();
+        // With no socket, one run all the same: it measures the kernel's tick rate.
+        let none: [Vec<u8>; 0] = [];
+        let batches = sockets.chunks(SWEEP_BATCH);
+        for batch in batches.chain((sockets.is_empty()).then_some(&none[..])) {
+            // The program's arguments: the sockets, then zeros.
+            let mut args = [0u8; SWEEP_BATCH * 8];
+            for (slot, key) in args.chunks_mut(8).zip(batch) {
+                slot.copy_from_slice(key);
+            }
+            let input = libbpf_rs::ProgramInput {
+                context_in: Some(&mut args),
+                ..Default::default()
+            };
+            self.skel
+                .progs
+                .sweep_fin_wait2
+                .test_run(input)
+                .map_err(|err| anyhow!("running the FIN_WAIT2 sweep failed: {err}"))?;
+        }
+        Ok(())
+    }
+}
