@@ -7,6 +7,7 @@
 #   sudo bench/live.sh --no-bpf-stats   # as users run: the kernel's BPF statistics off, whose
 #                                       # clock reads every program run pays (no kernel ns column)
 #   sudo bench/live.sh --floor    # adds programs that do nothing or only count on the same hooks
+#   sudo bench/live.sh --baseline /path/to/older/tcpstates   # that build too, in the same run
 #
 # Interleaves no tracer, tcpstates -o json, tcpstates text and libbpf-tools in one run and
 # prints medians: achieved connections/s and slowdown against no tracer, events expected,

@@ -5,7 +5,10 @@
 //!
 //! ```text
 //! bench_live [--quick] [--rates 20000,max] [--seconds S] [--rounds N] [--no-bpf-stats] [--floor]
+//!            [--baseline PATH]
 //! ```
+//! `--baseline PATH` adds rows for another build of tcpstates (say, of the previous commit),
+//! text and JSON, interleaved with this one's: a change measured before and after in one run.
 //! `--floor` adds rows for programs that do nothing or only count (bench/floor.bpf.c, loaded
 //! here): what any tracer on the same hooks costs at least, measured in the same run.
 //! The kernel's BPF statistics (for the kernel ns column) add two clock reads to every run of
@@ -31,6 +34,9 @@ enum Tracer {
     None,
     Json,
     Text,
+    /// The --baseline build, writing JSON and text.
+    BaselineJson,
+    BaselineText,
     /// JSON with retransmit, reset and drop events (hooks on kfree_skb and three TCP tracepoints).
     Events,
     /// One record per connection instead of per transition.
@@ -51,6 +57,8 @@ impl Tracer {
             Tracer::None => "no tracer",
             Tracer::Json => "tcpstates -o json",
             Tracer::Text => "tcpstates (text)",
+            Tracer::BaselineJson => "baseline -o json",
+            Tracer::BaselineText => "baseline (text)",
             Tracer::Events => "tcpstates --events (json)",
             Tracer::Lifetimes => "tcpstates --lifetimes",
             Tracer::LibbpfTools => "libbpf-tools tcpstates",
@@ -100,6 +108,8 @@ struct Sample {
 
 struct Paths {
     tcpstates: PathBuf,
+    /// Another build of tcpstates to compare with (--baseline).
+    baseline: Option<PathBuf>,
     churn: PathBuf,
     libbpf_tools: Option<PathBuf>,
     /// bench/floor.bpf.c, compiled by bench/live.sh.
@@ -327,6 +337,16 @@ fn spawn_tracer(
             c.args(["--netns", &ns.0]);
             c
         }
+        Tracer::BaselineJson => {
+            let mut c = Command::new(paths.baseline.as_ref()?);
+            c.args(["--netns", &ns.0, "-o", "json"]);
+            c
+        }
+        Tracer::BaselineText => {
+            let mut c = Command::new(paths.baseline.as_ref()?);
+            c.args(["--netns", &ns.0]);
+            c
+        }
         Tracer::Events => {
             let mut c = Command::new(&paths.tcpstates);
             c.args([
@@ -364,7 +384,7 @@ fn count_transitions(tracer: Tracer, out: &str) -> u64 {
                 .filter(|l| l.contains("\"type\":\"connection\""))
                 .count() as u64
         }
-        Tracer::Json | Tracer::Events => out
+        Tracer::Json | Tracer::BaselineJson | Tracer::Events => out
             .lines()
             .filter(|l| l.contains("\"type\":\"transition\""))
             .filter(|l| !l.contains("\"oldstate\":\"TIME_WAIT\""))
@@ -388,12 +408,12 @@ fn reported_lost(tracer: Tracer, out: &str, err: &str) -> u64 {
             .unwrap_or(0)
     };
     match tracer {
-        Tracer::Json | Tracer::Events | Tracer::Lifetimes => out
+        Tracer::Json | Tracer::BaselineJson | Tracer::Events | Tracer::Lifetimes => out
             .lines()
             .filter(|l| l.contains("\"type\":\"lost\"") && l.contains("ring_buffer_full"))
             .map(|l| number_after(&l.replace([':', ','], " "), "\"count\""))
             .sum(),
-        Tracer::Text => err
+        Tracer::Text | Tracer::BaselineText => err
             .lines()
             .filter(|l| l.starts_with("tcpstates: lost") && l.contains("ring buffer"))
             .map(|l| number_after(l, "lost"))
@@ -431,7 +451,8 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
             .stderr(Stdio::null())
             .spawn()
             .expect("starting the probe");
-        let first_line = if tracer == Tracer::Text { 2 } else { 1 };
+        let text = matches!(tracer, Tracer::Text | Tracer::BaselineText);
+        let first_line = if text { 2 } else { 1 };
         while start.elapsed() < Duration::from_secs(5) {
             let text = fs::read_to_string(&out_path).unwrap_or_default();
             if text.lines().count() >= first_line {
@@ -520,6 +541,7 @@ fn main() {
         .unwrap_or(if quick { 1 } else { 3 });
     let paths = Paths {
         tcpstates: sibling("tcpstates"),
+        baseline: value("--baseline").map(PathBuf::from),
         churn: sibling("churn"),
         libbpf_tools: libbpf_tools(),
         floor: sibling("floor.bpf.o"),
@@ -545,6 +567,9 @@ fn main() {
         Tracer::Events,
         Tracer::Lifetimes,
     ];
+    if paths.baseline.is_some() {
+        tracers.extend([Tracer::BaselineJson, Tracer::BaselineText]);
+    }
     if paths.libbpf_tools.is_some() {
         tracers.push(Tracer::LibbpfTools);
     } else {
