@@ -8,6 +8,8 @@
 #                                       # clock reads every program run pays (no kernel ns column)
 #   sudo bench/live.sh --floor    # adds programs that do nothing or only count on the same hooks
 #   sudo bench/live.sh --baseline /path/to/older/tcpstates   # that build too, in the same run
+#   sudo bench/live.sh --no-messages   # without the data-heavy rows (small messages on a few
+#                                      # long connections, for the hooks on reads and writes)
 #
 # Interleaves no tracer, tcpstates -o json, tcpstates text and libbpf-tools in one run and
 # prints medians: achieved connections/s and slowdown against no tracer, events expected,
@@ -17,6 +19,6 @@
 # reported to the tracer ("untraced", with the statistics on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet --bin tcpstates --example churn --example bench_live
+cargo build --release --locked --quiet --bin tcpstates --example churn --example messages --example bench_live
 clang -O2 -g -Wall -Werror -target bpf -c bench/floor.bpf.c -o target/release/examples/floor.bpf.o
 exec target/release/examples/bench_live "$@"

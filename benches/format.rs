@@ -60,7 +60,7 @@ fn main() {
             match event::decode(black_box(&raw)).expect("a valid record") {
                 event::Record::Transition(t) => renderer.transition(&mut buf, &t),
                 event::Record::Notice(n) => renderer.notice(&mut buf, &n, None),
-                event::Record::Handover(_) => {} // not shown
+                event::Record::Handover(_) | event::Record::Owner(_) => {} // not shown
             }
             if buf.len() >= 1 << 16 {
                 sink.write_all(&buf).expect("writing to a sink");

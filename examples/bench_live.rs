@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! bench_live [--quick] [--rates 20000,max] [--seconds S] [--rounds N] [--no-bpf-stats] [--floor]
-//!            [--baseline PATH]
+//!            [--baseline PATH] [--no-messages]
 //! ```
+//! After the churn, the same tracers (less the floor) under a data-heavy load: a few long
+//! connections carrying small messages (examples/messages.rs), where a hook on reads or writes
+//! costs what churn does not show; `--no-messages` leaves it out.
 //! `--baseline PATH` adds rows for another build of tcpstates (say, of the previous commit),
 //! text and JSON, interleaved with this one's: a change measured before and after in one run.
 //! `--floor` adds rows for programs that do nothing or only count (bench/floor.bpf.c, loaded
@@ -107,6 +110,8 @@ struct Sample {
 }
 
 struct Paths {
+    /// examples/messages.rs.
+    messages: PathBuf,
     tcpstates: PathBuf,
     /// Another build of tcpstates to compare with (--baseline).
     baseline: Option<PathBuf>,
@@ -508,6 +513,78 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
     sample
 }
 
+/// Messages per second of examples/messages.rs in a namespace of its own, under `tracer`.
+fn messages_once(paths: &Paths, tracer: Tracer, seconds: f64, n: usize) -> f64 {
+    let ns = Netns::new(n);
+    let dir = std::env::temp_dir();
+    let out_path = dir.join(format!("tcpst-bench-msg-{}.out", std::process::id()));
+    let err_path = dir.join(format!("tcpst-bench-msg-{}.err", std::process::id()));
+    let child = spawn_tracer(paths, tracer, &ns, &out_path, &err_path);
+    if child.is_some() {
+        // Loaded and attached well within this (start ms in the churn rows).
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(&paths.messages)
+        .args(["--seconds", &seconds.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .expect("messages");
+    if let Some(mut child) = child {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = child.wait();
+    }
+    let _ = fs::remove_file(&out_path);
+    let _ = fs::remove_file(&err_path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| *w == "rate")
+        .and_then(|i| words.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The data-heavy rows: median messages per second and slowdown against no tracer.
+fn messages_table(paths: &Paths, tracers: &[Tracer], seconds: f64, rounds: usize, n: &mut usize) {
+    let mut samples: Vec<(Tracer, f64)> = Vec::new();
+    for _ in 0..rounds {
+        for &tracer in tracers {
+            *n += 1;
+            samples.push((tracer, messages_once(paths, tracer, seconds, *n)));
+        }
+    }
+    let rate = |tracer: Tracer| {
+        median(
+            samples
+                .iter()
+                .filter(|(t, _)| *t == tracer)
+                .map(|(_, r)| *r)
+                .collect(),
+        )
+    };
+    let untraced = rate(Tracer::None);
+    println!();
+    println!(
+        "{:<7} {:<26} {:>9} {:>8}",
+        "load", "tracer", "msg/s", "slowdown"
+    );
+    for &tracer in tracers {
+        let achieved = rate(tracer);
+        println!(
+            "{:<7} {:<26} {achieved:>9.0} {:>7.3}x",
+            "msgs",
+            tracer.name(),
+            untraced / achieved.max(1.0)
+        );
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -540,6 +617,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(if quick { 1 } else { 3 });
     let paths = Paths {
+        messages: sibling("messages"),
         tcpstates: sibling("tcpstates"),
         baseline: value("--baseline").map(PathBuf::from),
         churn: sibling("churn"),
@@ -677,6 +755,14 @@ fn main() {
                 of.iter().filter_map(|s| s.startup_ms).map(|ms| format!("{ms:.0}")).collect::<Vec<_>>().join("/"),
             );
         }
+    }
+    if !args.iter().any(|a| a == "--no-messages") {
+        let traced: Vec<Tracer> = tracers
+            .iter()
+            .copied()
+            .filter(|t| t.floor_programs().is_empty())
+            .collect();
+        messages_table(&paths, &traced, seconds, rounds, &mut n);
     }
     let _ = fs::write(stats_path, stats_before.trim());
     if mounted_tracefs {

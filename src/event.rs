@@ -32,7 +32,7 @@ const EVENT_SIZE: usize = std::mem::size_of::<types::event>();
 pub const SOCKET_RECORD_SIZE: usize = std::mem::size_of::<types::socket_record>();
 
 /// The process that owns a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
     pub pid: u32,
     pub comm: Comm,
@@ -190,6 +190,9 @@ pub enum Record {
     /// An orphaned connection moved, still in FIN_WAIT2 (`old` = `new`), to its timewait
     /// socket `twaddr`: no state change to show, but its figures if it ended, and its new key.
     Handover(Transition),
+    /// The socket's holder changed (`owner`), shown by a call it made on the socket; `old` =
+    /// `new` = its state. Not a state change.
+    Owner(Transition),
 }
 
 impl Transition {
@@ -227,6 +230,8 @@ pub struct Socket {
     pub remote: IpAddr,
     pub remote_port: u16,
     pub state: TcpState,
+    /// Processes holding it, where a walk of their files counted them (0: none, an orphan).
+    pub holders: Option<u32>,
     /// Figures as `ss -i` shows them (zero for listeners and TIME_WAIT).
     pub info: SocketInfo,
 }
@@ -282,6 +287,7 @@ pub fn decode_socket(data: &[u8]) -> Result<Socket> {
         remote,
         remote_port: raw.dport,
         state: state(raw.state)?,
+        holders: None,
         info: SocketInfo {
             srtt_us: raw.srtt_us,
             retrans: raw.total_retrans,
@@ -353,6 +359,9 @@ pub fn decode(data: &[u8]) -> Result<Record> {
         }
         record_kind::EVENT_HANDOVER => {
             return decode_transition(&raw, &data[EVENT_SIZE..]).map(Record::Handover)
+        }
+        record_kind::EVENT_OWNER => {
+            return decode_transition(&raw, &data[EVENT_SIZE..]).map(Record::Owner)
         }
         record_kind::EVENT_RETRANSMIT => NoticeKind::Retransmit,
         record_kind::EVENT_RESET_SENT => NoticeKind::ResetSent,
@@ -498,6 +507,23 @@ mod tests {
                 assert_eq!(t.twaddr, Some(0xffff_2222));
             }
             other => panic!("not a handover: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_change_of_holder_is_its_own_record() {
+        let mut e = raw_event();
+        e.kind = kind(record_kind::EVENT_OWNER);
+        (e.oldstate, e.newstate) = (1, 1);
+        match decode(&bytes(&e)).unwrap() {
+            Record::Owner(t) => {
+                assert_eq!(t.owner.map(|o| o.pid), Some(4242));
+                assert_eq!(
+                    (t.old, t.new),
+                    (TcpState::Established, TcpState::Established)
+                );
+            }
+            other => panic!("not an owner record: {other:?}"),
         }
     }
 

@@ -32,11 +32,27 @@ pub enum TimewaitEndProgram {
     ByCallSite,
 }
 
+/// How accepts are seen (their acceptor then holds the new socket).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AcceptHook {
+    /// fexit on `inet_csk_accept(sk, flags, err, kern)` (before 6.10).
+    FexitFourArgs,
+    /// fexit on `inet_csk_accept(sk, arg)` (6.10 on).
+    FexitTwoArgs,
+    /// Not on this kernel, for the reason given.
+    Unavailable(String),
+}
+
 /// What the BPF program may use on this kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Features {
     /// Tracing programs may use socket storage (5.11 on); else a hash keyed by socket.
     pub socket_storage: bool,
+    pub accept: AcceptHook,
+    /// The tcp_rcv_space_adjust tracepoint: reads show their reader holds the socket.
+    pub read_hook: bool,
+    /// The tcp_sendmsg_locked tracepoint (6.11 on): writes show their writer.
+    pub write_hook: bool,
     pub timewait_end: TimewaitEnd,
     /// The kfree_skb tracepoint tells the drop reason (5.17 on).
     pub drop_reason: bool,
@@ -52,8 +68,16 @@ impl Features {
     pub fn of_running_kernel() -> Features {
         let btf = Btf::from_vmlinux().ok();
         let params = |tracepoint: &str| btf.as_ref().and_then(|b| tracepoint_params(b, tracepoint));
+        let accept_params = btf
+            .as_ref()
+            .and_then(|b| function_params(b, "inet_csk_accept"));
         Features {
-            socket_storage: tracing_has_socket_storage(),
+            socket_storage: probe_loads("probe_socket_storage"),
+            accept: accept_hook(accept_params.map(|p| p.len()), || {
+                probe_loads("probe_trampoline")
+            }),
+            read_hook: params("tcp_rcv_space_adjust").is_some(),
+            write_hook: params("tcp_sendmsg_locked").is_some(),
             timewait_end: timewait_end(params("kmem_cache_free").as_deref(), || {
                 std::fs::read_to_string("/proc/kallsyms").ok()
             }),
@@ -66,6 +90,9 @@ impl Features {
     pub fn all() -> Features {
         Features {
             socket_storage: true,
+            accept: AcceptHook::FexitTwoArgs,
+            read_hook: true,
+            write_hook: true,
             timewait_end: TimewaitEnd::ByCache,
             drop_reason: true,
             reset_without_socket: true,
@@ -89,6 +116,15 @@ impl Features {
                 "tcpstates: TIME_WAIT exit times unavailable on this kernel ({why})"
             ));
         }
+        if let AcceptHook::Unavailable(why) = &self.accept {
+            lines.push(format!(
+                "tcpstates: accepts unseen on this kernel ({why}): an accepted socket is named \
+                 by its acceptor from its first read, write or close"
+            ));
+        }
+        if !self.write_hook {
+            lines.push(WRITES_UNSEEN.to_string());
+        }
         if drops && !self.drop_reason {
             lines.push(DROP_REASONS_OFF.to_string());
         }
@@ -102,6 +138,10 @@ impl Features {
 /// Said where sent resets without a socket are not seen.
 pub const RESETS_WITHOUT_SOCKET_OFF: &str = "tcpstates: resets sent for packets no socket takes \
      unavailable on this kernel (its tcp_send_reset tracepoint fires only for sockets before 6.10)";
+/// Said where writes are not seen.
+pub const WRITES_UNSEEN: &str = "tcpstates: writes unseen on this kernel (no tcp_sendmsg_locked \
+     tracepoint before 6.11): a socket passed to another process is named by it from its first \
+     read or close";
 /// Said where drops come without their reason.
 pub const DROP_REASONS_OFF: &str = "tcpstates: drop reasons unavailable on this kernel (its \
      kfree_skb tracepoint has no reason argument before 5.17)";
@@ -122,15 +162,49 @@ pub fn kfree_skb_has_reason() -> bool {
         .is_some_and(|params| params.len() >= 3)
 }
 
-/// Loads (without attaching) a program that asks for socket storage from a BTF tracepoint.
-fn tracing_has_socket_storage() -> bool {
+/// Loads (without attaching) one program of the probe object: does the kernel take it?
+fn probe_loads(program: &str) -> bool {
     libbpf_rs::set_print(None);
     let mut storage = MaybeUninit::uninit();
-    let loaded = ProbeSkelBuilder::default()
-        .open(&mut storage)
-        .and_then(|open| open.load())
-        .is_ok();
+    let Ok(mut open) = ProbeSkelBuilder::default().open(&mut storage) else {
+        return false;
+    };
+    for mut prog in open.open_object_mut().progs_mut() {
+        let wanted = prog.name() == program;
+        prog.set_autoload(wanted);
+    }
+    let loaded = open.load().is_ok();
     loaded
+}
+
+/// How accepts are seen, from inet_csk_accept's parameter count (None: not in the BTF) and
+/// whether a trampoline program loads.
+fn accept_hook(params: Option<usize>, trampolines: impl FnOnce() -> bool) -> AcceptHook {
+    let variant = match params {
+        Some(4) => AcceptHook::FexitFourArgs,
+        Some(2) => AcceptHook::FexitTwoArgs,
+        Some(n) => {
+            return AcceptHook::Unavailable(format!("its inet_csk_accept takes {n} arguments"))
+        }
+        None => return AcceptHook::Unavailable("its BTF has no inet_csk_accept".to_string()),
+    };
+    if trampolines() {
+        variant
+    } else {
+        AcceptHook::Unavailable("BPF trampolines (fexit) do not load".to_string())
+    }
+}
+
+/// A kernel function's parameter types, from its BTF; None if it has no such function.
+fn function_params(btf: &Btf<'_>, function: &str) -> Option<Vec<String>> {
+    let func = btf.type_by_name::<libbpf_rs::btf::types::Func<'_>>(function)?;
+    let proto = FuncProto::try_from(func.next_type()?.skip_mods_and_typedefs()).ok()?;
+    Some(
+        proto
+            .iter()
+            .map(|param| spell(btf.type_by_id::<BtfType<'_>>(param.ty)))
+            .collect(),
+    )
 }
 
 /// A tracepoint's argument types as C spells them (`struct kmem_cache *`), from the kernel's
@@ -294,6 +368,9 @@ ffffffffc0100000 t veth_open\t[veth]
         );
         let features = Features {
             socket_storage: false,
+            accept: AcceptHook::FexitFourArgs,
+            read_hook: true,
+            write_hook: true,
             timewait_end: end,
             drop_reason: false,
             reset_without_socket: false,
@@ -314,6 +391,34 @@ ffffffffc0100000 t veth_open\t[veth]
     }
 
     #[test]
+    fn accepts_are_seen_by_the_variant_for_the_kernels_arguments() {
+        let never = || -> bool { panic!("probed without need") };
+        assert_eq!(accept_hook(Some(4), || true), AcceptHook::FexitFourArgs);
+        assert_eq!(accept_hook(Some(2), || true), AcceptHook::FexitTwoArgs);
+        assert_eq!(
+            accept_hook(Some(2), || false),
+            AcceptHook::Unavailable("BPF trampolines (fexit) do not load".to_string())
+        );
+        assert_eq!(
+            accept_hook(None, never),
+            AcceptHook::Unavailable("its BTF has no inet_csk_accept".to_string())
+        );
+        let features = Features {
+            accept: accept_hook(Some(2), || false),
+            write_hook: false,
+            ..Features::all()
+        };
+        assert_eq!(
+            features.missing(false, false),
+            [
+                "tcpstates: accepts unseen on this kernel (BPF trampolines (fexit) do not load): \
+                 an accepted socket is named by its acceptor from its first read, write or close",
+                WRITES_UNSEEN
+            ]
+        );
+    }
+
+    #[test]
     fn this_kernels_tracepoints_are_read_from_its_btf() {
         let Ok(btf) = Btf::from_vmlinux() else {
             return; // no kernel BTF where the unit tests run: nothing to read
@@ -321,5 +426,7 @@ ffffffffc0100000 t veth_open\t[veth]
         let set_state = tracepoint_params(&btf, "inet_sock_set_state").expect("a TCP tracepoint");
         assert_eq!(set_state, params(&["struct sock *", "int", "int"]));
         assert_eq!(tracepoint_params(&btf, "no_such_tracepoint"), None);
+        let accept = function_params(&btf, "inet_csk_accept").expect("a TCP function");
+        assert!(matches!(accept.len(), 2 | 4), "{accept:?}");
     }
 }

@@ -12,6 +12,7 @@ pub mod exporter;
 pub mod features;
 #[cfg(test)]
 mod generated;
+pub mod holders;
 pub mod lifetimes;
 pub mod live;
 pub mod losses;

@@ -26,6 +26,8 @@ use crate::tcp_state::TcpState;
 
 /// Series one metric may have through opt-in labels; further ones are counted under "other".
 pub const MAX_SERIES: usize = 10_000;
+/// Processes named by the CLOSE_WAIT holders' gauge; the rest are summed under "other".
+pub const MAX_HOLDER_SERIES: usize = 100;
 
 /// Time in a state and connection lifetimes, in seconds: 100 µs to 10 min.
 const SECONDS_BUCKETS: [f64; 15] = [
@@ -156,6 +158,7 @@ pub struct Metrics {
     retransmits: Family<Labels, Counter>,
     lifetime_seconds: Histograms,
     close_wait_owners: Gauge,
+    close_wait_by_process: Family<Labels, Gauge>,
     close_wait_oldest: Gauge<f64, AtomicU64>,
     lost: Family<Labels, Counter>,
     bpf_seconds: Family<Labels, Counter<f64, AtomicU64>>,
@@ -168,6 +171,8 @@ pub struct Metrics {
     lifetime_handles: Cache<Extra, Histogram>,
     /// Connection gauges set at the last refresh, to remove those that went to zero.
     gauges_set: HashSet<Labels>,
+    /// The same for the CLOSE_WAIT holders.
+    holders_set: HashSet<Labels>,
     /// Last cumulative BPF figures per program, to add only what is new.
     bpf_last: HashMap<String, (u64, u64)>,
 }
@@ -180,6 +185,10 @@ const TRANSITIONS: Named = ("tcpstates_transitions", "TCP state transitions");
 const STATE_SECONDS: Named = (
     "tcpstates_state_duration_seconds",
     "Time sockets spent in a state, observed when they left it",
+);
+const CLOSE_WAIT_BY_PROCESS: Named = (
+    "tcpstates_close_wait_sockets",
+    "CLOSE_WAIT sockets by the process holding them (pid and comm; empty when not known for sure)",
 );
 const CLOSE_WAIT_OWNERS: Named = (
     "tcpstates_close_wait_owners",
@@ -244,6 +253,7 @@ impl Metrics {
             Histograms::new_with_constructor(seconds_histogram),
         );
         let close_wait_owners = registered(r, CLOSE_WAIT_OWNERS, Default::default());
+        let close_wait_by_process = registered(r, CLOSE_WAIT_BY_PROCESS, Family::default());
         let close_wait_oldest = registered(r, CLOSE_WAIT_OLDEST, Default::default());
         let ended = registered(r, ENDED, Default::default());
         let bytes = registered(r, BYTES, Default::default());
@@ -272,6 +282,7 @@ impl Metrics {
             retransmits,
             lifetime_seconds,
             close_wait_owners,
+            close_wait_by_process,
             close_wait_oldest,
             lost,
             bpf_seconds,
@@ -283,6 +294,7 @@ impl Metrics {
             retransmit_handles: Cache::new(),
             lifetime_handles: Cache::new(),
             gauges_set: HashSet::new(),
+            holders_set: HashSet::new(),
             bpf_last: HashMap::new(),
         }
     }
@@ -393,16 +405,19 @@ impl Metrics {
     pub fn refresh(&mut self, table: &ConnTable, now_ns: u64) {
         let opt = self.opt;
         let mut counts: HashMap<(TcpState, Extra), i64> = HashMap::new();
-        let mut holders = HashSet::new();
+        let mut holders: HashMap<Option<Owner>, i64> = HashMap::new();
         let mut oldest = 0u64;
         for c in table.conns() {
             let extra = Extra::of(opt, c.owner, c.local_port, c.remote_port, c.cgroup);
             *counts.entry((c.state, extra)).or_default() += 1;
             if c.state == TcpState::CloseWait {
-                holders.insert(c.owner.map(|o| o.pid));
+                *holders.entry(c.owner).or_default() += 1;
                 oldest = oldest.max(c.age(now_ns).map_or(0, |a| a.ns()));
             }
         }
+        self.close_wait_owners.set(holders.len() as i64);
+        self.close_wait_oldest.set(oldest as f64 / 1e9);
+        self.set_close_wait_holders(holders);
         let mut set = HashSet::new();
         let mut series = 0;
         let mut overflow: HashMap<TcpState, i64> = HashMap::new();
@@ -425,8 +440,41 @@ impl Metrics {
             self.connections.remove(gone);
         }
         self.gauges_set = set;
-        self.close_wait_owners.set(holders.len() as i64);
-        self.close_wait_oldest.set(oldest as f64 / 1e9);
+    }
+
+    /// One gauge per process holding CLOSE_WAIT sockets, the largest first; past
+    /// MAX_HOLDER_SERIES the rest are summed under "other".
+    fn set_close_wait_holders(&mut self, holders: HashMap<Option<Owner>, i64>) {
+        let mut holders: Vec<(Option<Owner>, i64)> = holders.into_iter().collect();
+        holders.sort_by_key(|(owner, n)| (-n, owner.map(|o| o.pid)));
+        let mut set = HashSet::new();
+        let mut other = 0;
+        for (i, (owner, n)) in holders.into_iter().enumerate() {
+            if i >= MAX_HOLDER_SERIES {
+                other += n;
+                continue;
+            }
+            let labels = vec![
+                ("pid", owner.map_or(String::new(), |o| o.pid.to_string())),
+                (
+                    "comm",
+                    owner.map_or(String::new(), |o| {
+                        sanitize::escape(o.comm.as_bytes()).into_owned()
+                    }),
+                ),
+            ];
+            self.close_wait_by_process.get_or_create(&labels).set(n);
+            set.insert(labels);
+        }
+        if other > 0 {
+            let labels = vec![("pid", "other".to_string()), ("comm", "other".to_string())];
+            self.close_wait_by_process.get_or_create(&labels).set(other);
+            set.insert(labels);
+        }
+        for gone in self.holders_set.difference(&set) {
+            self.close_wait_by_process.remove(gone);
+        }
+        self.holders_set = set;
     }
 
     /// Adds what the BPF programs ran since the last call: (name, run time ns, runs), cumulative.
@@ -521,6 +569,10 @@ mod tests {
             ]
         );
         assert!(out.contains("tcpstates_close_wait_owners 1\n"));
+        assert_eq!(
+            sample_lines(&out, "tcpstates_close_wait_sockets{"),
+            [r#"tcpstates_close_wait_sockets{pid="10",comm="srv"} 1"#]
+        );
         assert!(
             out.contains("tcpstates_close_wait_oldest_seconds 3.0\n"),
             "{out}"
@@ -538,6 +590,7 @@ mod tests {
             [r#"tcpstates_connections{state="ESTABLISHED"} 1"#]
         );
         assert!(out.contains("tcpstates_close_wait_owners 0\n"));
+        assert!(sample_lines(&out, "tcpstates_close_wait_sockets{").is_empty());
     }
 
     #[test]

@@ -334,6 +334,12 @@ impl Session<'_> {
                     lifetimes.reset(n);
                 }
             }
+            // Not a transition: a new holder.
+            Record::Owner(t) => {
+                if let Some(table) = &mut self.table {
+                    table.set_owner(t);
+                }
+            }
             // Not a transition: the connection stays in FIN_WAIT2 under its new key.
             Record::Handover(t) => {
                 if let Some(table) = &mut self.table {

@@ -71,6 +71,13 @@ impl Ticker {
                 .tracer
                 .dump_sockets(netns_file, |s| table.refresh_info(&s))?;
         }
+        if session.tracer.hooked() {
+            // Who holds each socket now, as ss -p finds it: what no call on a socket shows
+            // (a socket a process inherited or was passed and has not used yet), and how many
+            // processes share it. A single snapshot's walk did this already.
+            let walked_ns = Clock::boot_now_ns();
+            table.refresh_holders(&session.tracer.walk_owners()?, walked_ns);
+        }
         let now_ns = Clock::boot_now_ns();
         let transitions = table.take_transitions();
         let mut report = Report::new(

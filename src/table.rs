@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use rustc_hash::FxHashMap;
 
 use crate::event::{Owner, Socket, SocketInfo, Transition};
+use crate::holders::Holdings;
 use crate::tcp_state::TcpState;
 
 /// How long a connection has been in its state, as far as is known.
@@ -46,6 +47,8 @@ pub struct Conn {
     read_ns: u64,
     /// RTT, retransmits and unacknowledged data, as last read by the iterator.
     pub info: Option<SocketInfo>,
+    /// Processes holding it, as the last walk of their files counted them (0: none).
+    pub holders: Option<u32>,
 }
 
 impl Conn {
@@ -124,6 +127,7 @@ impl ConnTable {
                 idle: s.idle_ns.map(|idle| (idle, s.read_ns)),
                 read_ns: s.read_ns,
                 info: Some(s.info),
+                holders: s.holders,
             },
         );
     }
@@ -155,6 +159,16 @@ impl ConnTable {
         }
     }
 
+    /// The socket's holder changed (a process accepted, read or wrote it): not a transition.
+    pub fn set_owner(&mut self, t: &Transition) {
+        let key = t.twaddr.unwrap_or(t.skaddr);
+        if let Some(conn) = self.conns.get_mut(&key) {
+            if conn.read_ns <= t.ts_ns {
+                conn.owner = t.owner;
+            }
+        }
+    }
+
     /// A socket read by the iterator after `ts_ns` already shows the effect of older events;
     /// an entry at a reused address must not be removed by its predecessor's close.
     fn remove_unless_newer(&mut self, key: u64, ts_ns: u64) {
@@ -181,9 +195,8 @@ impl ConnTable {
             conn.remote = t.remote;
             conn.remote_port = t.remote_port;
             conn.skaddr = t.skaddr;
-            if t.owner.is_some() {
-                conn.owner = t.owner;
-            }
+            // The kernel reports the holder as it is now: unknown when it no longer knows.
+            conn.owner = t.owner;
             if t.cgroup.is_some() {
                 conn.cgroup = t.cgroup;
             }
@@ -205,8 +218,31 @@ impl ConnTable {
                 idle: None,
                 read_ns: 0,
                 info: None,
+                holders: None,
             },
         );
+    }
+
+    /// Who holds each socket, as a walk of every process's files that started at boot time
+    /// `walked_ns` found it: the holder `ss -p` names first and how many processes. A socket
+    /// no process holds (an orphan, a timewait socket, a connection not yet accepted) keeps
+    /// its last holder or its listener's owner, with no holders. A socket whose last event is
+    /// newer than the walk is left as the events say.
+    pub fn refresh_holders(&mut self, walk: &Holdings, walked_ns: u64) {
+        for (&key, conn) in self.conns.iter_mut() {
+            if conn.since_ns.unwrap_or(conn.read_ns) > walked_ns || conn.read_ns > walked_ns {
+                continue;
+            }
+            // A timewait socket (the key) has no file; its full socket's address may be
+            // another socket's by now.
+            let holding = (key == conn.skaddr)
+                .then(|| walk.get(conn.skaddr))
+                .flatten();
+            if let Some(holding) = holding {
+                conn.owner = Some(holding.owner);
+            }
+            conn.holders = Some(holding.map_or(0, |h| h.holders));
+        }
     }
 
     /// Updates the figures of a socket read again by the iterator.
@@ -279,6 +315,7 @@ pub(crate) mod tests {
             remote: "127.0.0.2".parse().unwrap(),
             remote_port: 5000,
             state,
+            holders: None,
             info: SocketInfo::default(),
         }
     }
@@ -364,14 +401,67 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn owners_are_kept_when_an_event_does_not_know_them() {
+    fn owners_follow_the_kernel_and_change_without_a_transition() {
         let mut t = ConnTable::new(0);
-        t.apply(&transition(1, Close, Listen, 10));
-        let mut anonymous = transition(1, Listen, Close, 20);
-        anonymous.owner = None;
-        anonymous.new = Listen; // an update that carries no owner
-        t.apply(&anonymous);
-        assert_eq!(t.conns().next().unwrap().owner.unwrap().pid, 10);
+        t.apply(&transition(1, SynRecv, Established, 10));
+        let mut worker = transition(1, Established, Established, 20);
+        worker.owner = Some(Owner {
+            pid: 11,
+            comm: Comm::new(b"worker"),
+        });
+        t.set_owner(&worker);
+        let conn = t.conns().next().unwrap();
+        assert_eq!((conn.owner.unwrap().pid, conn.state), (11, Established));
+        assert_eq!(
+            conn.age(30),
+            Some(Age::InState(20)),
+            "still in its state since 10"
+        );
+        // The holder forked and one copy was closed: which one is not known.
+        let mut unknown = transition(1, Established, CloseWait, 40);
+        unknown.owner = None;
+        t.apply(&unknown);
+        assert_eq!(t.conns().next().unwrap().owner, None);
+        // A record older than the socket's reading is already reflected in it.
+        t.seed([socket(2, Established, 100)]);
+        t.set_owner(&transition(2, Established, Established, 50));
+        assert_eq!(t.conns.get(&2).unwrap().owner, None);
+    }
+
+    #[test]
+    fn a_walk_names_the_holders_of_what_it_found() {
+        let mut t = ConnTable::new(0);
+        t.apply(&transition(1, SynRecv, Established, 10));
+        t.apply(&transition(2, FinWait1, FinWait2, 10));
+        t.apply(&transition(3, Established, CloseWait, 60));
+        let mut to_tw = transition(4, FinWait2, TimeWait, 20);
+        to_tw.twaddr = Some(44);
+        t.apply(&to_tw);
+        let mut walk = Holdings::default();
+        let worker = Owner {
+            pid: 11,
+            comm: Comm::new(b"worker"),
+        };
+        walk.add(1, worker);
+        walk.add(3, worker);
+        walk.add(4, worker); // the address of a new socket now
+        t.refresh_holders(&walk, 50);
+        let conn = |sk| t.conns.get(&sk).unwrap();
+        assert_eq!((conn(1).owner, conn(1).holders), (Some(worker), Some(1)));
+        assert_eq!(
+            (conn(2).owner.unwrap().pid, conn(2).holders),
+            (10, Some(0)),
+            "an orphan keeps its last holder"
+        );
+        assert_eq!(
+            (conn(3).owner.unwrap().pid, conn(3).holders),
+            (10, None),
+            "newer than the walk"
+        );
+        assert_eq!(
+            (conn(44).owner.unwrap().pid, conn(44).holders),
+            (10, Some(0))
+        );
     }
 
     #[test]

@@ -296,7 +296,7 @@ fn text_csv_and_summary_forms() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(
         rows[0],
-        "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup"
+        "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,holders"
     );
     let row = format!(
         ",ipv6,::1,8080,::,0,LISTEN,{},tcp_peer,,,{},",
@@ -391,7 +391,7 @@ fn info_columns_show_rtt_retransmits_and_data_in_flight() {
     );
     let out = Tool::start(&[&args[..], &["-o", "csv"]].concat()).wait();
     assert!(
-        out.stdout.starts_with("time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,srtt_ms,retrans,unacked,bytes_in_flight\n"),
+        out.stdout.starts_with("time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,holders,srtt_ms,retrans,unacked,bytes_in_flight\n"),
         "{}",
         out.stdout
     );

@@ -19,13 +19,27 @@ static __always_inline bool comm_matches(const char *comm)
 	return true;
 }
 
-static __always_inline bool owner_wanted(const struct sock_info *info, bool owner_known_here)
-{
-	bool known = info->flags & EVENT_F_OWNER_KNOWN;
+/* The owner a record reports (see report_owner). */
+struct holder {
+	__u32 pid;
+	__u8 flags; /* EVENT_F_OWNER_KNOWN or 0 */
+	char comm[TASK_COMM_LEN];
+};
 
-	if (owner_known_here && filter_pid && (!known || info->pid != filter_pid))
+static __always_inline void report_holder(struct holder *h, const struct sock_info *info,
+					  const struct sock *sk)
+{
+	h->flags = report_owner(info, sk, &h->pid, h->comm);
+}
+
+static __always_inline bool owner_wanted(const struct sock_info *info, const struct holder *h,
+					 bool owner_known_here)
+{
+	bool known = h->flags & EVENT_F_OWNER_KNOWN;
+
+	if (owner_known_here && filter_pid && (!known || h->pid != filter_pid))
 		return false;
-	if (owner_known_here && filter_comm_on && (!known || !comm_matches(info->comm)))
+	if (owner_known_here && filter_comm_on && (!known || !comm_matches(h->comm)))
 		return false;
 	if (filter_cgroup && !(info->flags & SOCK_F_CGROUP_MATCH))
 		return false;
@@ -34,7 +48,8 @@ static __always_inline bool owner_wanted(const struct sock_info *info, bool owne
 
 /* The filters that do not depend on the state; the owner's only where it is known here. */
 static __always_inline bool socket_wanted_as(__u16 family, __u16 lport, __u16 rport, __u32 netns,
-					     const struct sock_info *info, bool owner_known_here)
+					     const struct sock_info *info, const struct holder *h,
+					     bool owner_known_here)
 {
 	if (filter_family && family != filter_family)
 		return false;
@@ -44,14 +59,14 @@ static __always_inline bool socket_wanted_as(__u16 family, __u16 lport, __u16 rp
 		return false;
 	if (filter_rports && !bpf_map_lookup_elem(&rports, &rport))
 		return false;
-	return owner_wanted(info, owner_known_here);
+	return owner_wanted(info, h, owner_known_here);
 }
 
 /* The filters that do not depend on the state. */
 static __always_inline bool socket_wanted(__u16 family, __u16 lport, __u16 rport, __u32 netns,
-					  const struct sock_info *info)
+					  const struct sock_info *info, const struct holder *h)
 {
-	return socket_wanted_as(family, lport, rport, netns, info, true);
+	return socket_wanted_as(family, lport, rport, netns, info, h, true);
 }
 
 /* Both addresses of a full or timewait socket, into 16-byte buffers zeroed past their length. */
@@ -181,6 +196,7 @@ static __always_inline void emit(int kind, const struct sock_common *skc, bool t
 {
 	__u16 lport = bpf_ntohs(sport);
 	__u16 family, rport;
+	struct holder h;
 	struct event *e;
 
 	if (final_only && !ended)
@@ -194,7 +210,9 @@ static __always_inline void emit(int kind, const struct sock_common *skc, bool t
 		family = BPF_CORE_READ(skc, skc_family);
 		rport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
 	}
-	if (!socket_wanted(family, lport, rport, netns, info))
+	/* A timewait socket keeps its connection's last holder. */
+	report_holder(&h, info, typed ? (const struct sock *)skc : NULL);
+	if (!socket_wanted(family, lport, rport, netns, info, &h))
 		return;
 
 	e = reserve();
@@ -206,8 +224,8 @@ static __always_inline void emit(int kind, const struct sock_common *skc, bool t
 	e->twaddr = twaddr;
 	e->cgroup = info->cgroup;
 	e->netns = netns;
-	e->pid = info->pid;
-	__builtin_memcpy(e->comm, info->comm, TASK_COMM_LEN);
+	e->pid = h.pid;
+	__builtin_memcpy(e->comm, h.comm, TASK_COMM_LEN);
 	if (typed)
 		copy_addresses(skc, family, e->saddr, e->daddr);
 	else
@@ -217,7 +235,7 @@ static __always_inline void emit(int kind, const struct sock_common *skc, bool t
 	e->family = family;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
-	e->flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
+	e->flags = h.flags | (info->flags & EVENT_F_CGROUP_KNOWN);
 	e->kind = kind;
 	e->error = ended ? ((const struct sock *)ended)->sk_err : 0;
 	e->detail = 0;

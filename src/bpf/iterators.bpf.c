@@ -42,7 +42,9 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 		return 0;
 	r.skaddr = (__u64)sk;
 	r.owner.pid = task->tgid;
-	__builtin_memcpy(r.owner.comm, task->comm, TASK_COMM_LEN);
+	/* The process's name, as ss -p shows it: its main thread's. */
+	r.owner.task = (__u64)task->group_leader;
+	BPF_CORE_READ_STR_INTO(&r.owner.comm, task, group_leader, comm);
 	if (!one_shot) {
 		/* One-shot snapshots keep only the TCP sockets they list: not reading the socket
 		 * here saves a cache miss or two per socket on a busy host. */
@@ -61,6 +63,18 @@ int seed_owners(struct bpf_iter__task_file *ctx)
 }
 
 /*
+ * A connection's figures, as ss -i shows them (-i): other cache lines of the tcp_sock, which
+ * with 100,000 sockets cost when read for nothing.
+ */
+static __always_inline void read_figures(struct socket_record *r, const struct tcp_sock *tp)
+{
+	r->srtt_us = tp->srtt_us >> 3;
+	r->total_retrans = tp->total_retrans;
+	r->packets_out = tp->packets_out;
+	r->bytes_in_flight = tp->snd_nxt - tp->snd_una;
+}
+
+/*
  * Every TCP socket of the caller's network namespace, TIME_WAIT included, keyed and owned as the
  * live events are. Request sockets (NEW_SYN_RECV) are left out: no event follows their end.
  */
@@ -71,6 +85,8 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 	struct socket_record r = {};
 	struct sock_info fresh = {};
 	struct sock_info *info = &fresh;
+	const struct sock *full = NULL;
+	struct holder h;
 	__be16 sport;
 	__u64 key;
 
@@ -114,30 +130,27 @@ int dump_sockets(struct bpf_iter__tcp *ctx)
 		r.skaddr = key;
 		if (r.state != TCP_LISTEN && mstamp_us && now_us > mstamp_us)
 			r.idle_ns = (now_us - mstamp_us) * 1000;
-		/* Other cache lines of the tcp_sock: with 100,000 sockets, each one read costs. */
-		if (socket_figures && r.state != TCP_LISTEN) {
-			r.srtt_us = tp->srtt_us >> 3;
-			r.total_retrans = tp->total_retrans;
-			r.packets_out = tp->packets_out;
-			r.bytes_in_flight = tp->snd_nxt - tp->snd_una;
-		}
+		if (socket_figures && r.state != TCP_LISTEN)
+			read_figures(&r, tp);
 		if (known)
 			info = known;
 		else
 			set_cgroup(&fresh, tp);
 		if (!one_shot && !(info->flags & EVENT_F_OWNER_KNOWN))
-			adopt_seed(info, key, info == known);
+			adopt_seed(info, key, info == known, r.read_ns);
+		full = (struct sock *)tp;
 	}
 	r.sport = bpf_ntohs(sport);
-	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, !one_shot))
+	report_holder(&h, info, full);
+	if (!socket_wanted_as(r.family, r.sport, r.dport, r.netns, info, &h, !one_shot))
 		return 0;
 	r.since_ns = info->ts_ns;
 	if (r.twaddr && info->tw_state != r.state)
 		r.since_ns = 0; /* moved to TIME_WAIT since the last sweep: when is not known yet */
 	r.cgroup = info->cgroup;
-	r.pid = info->pid;
-	__builtin_memcpy(r.comm, info->comm, TASK_COMM_LEN);
-	r.flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
+	r.pid = h.pid;
+	__builtin_memcpy(r.comm, h.comm, TASK_COMM_LEN);
+	r.flags = h.flags | (info->flags & EVENT_F_CGROUP_KNOWN);
 	copy_addresses(skc, r.family, r.saddr, r.daddr);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

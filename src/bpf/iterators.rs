@@ -7,11 +7,11 @@ use std::os::fd::AsFd;
 
 use anyhow::{anyhow, Context, Result};
 use nix::sched::{setns, CloneFlags};
-use rustc_hash::FxHashMap;
 
 use super::libbpf_log::libbpf_says;
 use super::Tracer;
-use crate::event::{self, Owner, Socket, OWNER_RECORD_SIZE, SOCKET_RECORD_SIZE};
+use crate::event::{self, Socket, OWNER_RECORD_SIZE, SOCKET_RECORD_SIZE};
+use crate::holders::Holdings;
 use crate::seeds::{self, Seeds};
 
 const OWNERS_READ: &str = "reading the owners of existing sockets";
@@ -35,6 +35,12 @@ impl Tracer<'_> {
         let sockets = seeds::write_map(&maps.seeds, &found.sockets, &found.owners)?;
         let listeners = seeds::write_map(&maps.listeners, &found.places, &found.listeners)?;
         Ok(found.sockets.len() - sockets + found.places.len() - listeners)
+    }
+
+    /// Who holds each socket now, from a walk of every process's files (as `ss -p` finds them).
+    pub fn walk_owners(&self) -> Result<Holdings> {
+        let (_link, mut iter) = self.start_owner_iter()?;
+        read_owners(&mut iter)
     }
 
     /// The task_file iterator that finds the owners of existing sockets. Reading the iterator
@@ -87,8 +93,12 @@ impl Tracer<'_> {
                 for batch in read {
                     for mut socket in batch {
                         // A TIME_WAIT socket has no file, so no owner of its own.
-                        if socket.owner.is_none() && socket.twaddr.is_none() {
-                            socket.owner = owners.get(&socket.skaddr).copied();
+                        if socket.twaddr.is_none() {
+                            let holding = owners.get(socket.skaddr);
+                            socket.owner = holding.map(|h| h.owner);
+                            socket.holders = Some(holding.map_or(0, |h| h.holders));
+                        } else {
+                            socket.holders = Some(0);
                         }
                         if wanted(&socket) {
                             each(socket);
@@ -176,16 +186,15 @@ fn read_sockets(iter: &mut libbpf_rs::Iter, mut each: impl FnMut(Vec<Socket>)) -
     )
 }
 
-/// Runs the task_file iterator in records mode and returns the owners it found, by socket.
-fn read_owners(iter: &mut libbpf_rs::Iter) -> Result<FxHashMap<u64, Owner>> {
-    let mut owners = FxHashMap::default();
+/// Runs the task_file iterator in records mode and returns who holds each socket it found.
+fn read_owners(iter: &mut libbpf_rs::Iter) -> Result<Holdings> {
+    let mut owners = Holdings::default();
     read_records(iter, OWNER_RECORD_SIZE, OWNERS_READ, |records| {
         let decoded = records
             .chunks_exact(OWNER_RECORD_SIZE)
             .filter_map(event::decode_owner);
         for (skaddr, owner) in decoded {
-            // A socket several processes hold goes to the first found.
-            owners.entry(skaddr).or_insert(owner);
+            owners.add(skaddr, owner);
         }
         Ok(())
     })?;

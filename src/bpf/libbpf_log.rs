@@ -64,8 +64,5 @@ pub fn memlock_hint(err: &libbpf_rs::Error) -> &'static str {
 
 /// The error of a hook that would not attach.
 pub fn attach_failed(hook: &str, err: libbpf_rs::Error) -> anyhow::Error {
-    anyhow!(
-        "attaching to the BTF tracepoint {hook} failed: {err}{}",
-        libbpf_says()
-    )
+    anyhow!("attaching to {hook} failed: {err}{}", libbpf_says())
 }

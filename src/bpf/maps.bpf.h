@@ -16,16 +16,24 @@
 #define SOCK_F_RESET_SENT (CONN_F_RESET_SENT << SOCK_F_CONN_SHIFT)
 #define SOCK_F_PASSIVE (CONN_F_PASSIVE << SOCK_F_CONN_SHIFT)
 
+/* sock_info.owner_flags */
+/* The owner is its listener's (or was found at start), not seen holding this socket itself. */
+#define OWNER_F_INHERITED (1 << 0)
+
 /* What is known of a socket: in a full socket's storage, or keyed by timewait socket. */
 struct sock_info {
 	__u64 ts_ns;  /* when it entered its current state */
 	__u64 cgroup;
 	__u64 skaddr; /* the full socket (kept for its timewait successor) */
 	__u64 born_ns; /* when its connection started; 0 = unknown */
+	__u64 owner_task; /* the owner's task_struct (group leader); 0 = unknown */
+	__u64 owner_ns;   /* when the owner was last seen holding it (or inherited it) */
+	__u64 fork_gen;   /* the count of forks then (see forks in owners.bpf.h) */
 	__u32 pid;
 	__u8 flags; /* EVENT_F_* and SOCK_F_* */
 	__u8 tw_state; /* of a timewait socket: the state last reported, FIN_WAIT2 or TIME_WAIT */
-	__u8 pad[2];
+	__u8 owner_flags; /* OWNER_F_* */
+	__u8 pad;
 	char comm[TASK_COMM_LEN];
 };
 
@@ -118,6 +126,18 @@ struct {
 	__type(key, struct listener_key);
 	__type(value, struct listener_owner);
 } listeners SEC(".maps");
+
+/*
+ * When each process last forked a copy of its files (by tgid): a socket it was seen holding
+ * before may since be held by the child instead. The oldest make room: a forgotten fork only
+ * leaves an owner that was right once.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} forked SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

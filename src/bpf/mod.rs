@@ -71,6 +71,11 @@ impl Tracer<'_> {
         builder.build().context("opening the ring buffer")
     }
 
+    /// The hooks are loaded: events keep what the iterators read current.
+    pub fn hooked(&self) -> bool {
+        self.parts.hooks
+    }
+
     /// Lines for stderr about how the program loaded: capabilities this kernel lacks, owners
     /// that did not fit. Taken once.
     pub fn take_warnings(&mut self) -> Vec<String> {

@@ -100,7 +100,7 @@ static __always_inline struct sock_info *known_or_seeded(struct sock_info *info,
 	if (!info)
 		info = none;
 	if (skaddr && !(info->flags & EVENT_F_OWNER_KNOWN))
-		adopt_seed(info, skaddr, info != none);
+		adopt_seed(info, skaddr, info != none, bpf_ktime_get_boot_ns());
 	return info;
 }
 
@@ -121,11 +121,14 @@ static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 s
 					const struct sock_info *info, __u32 detail)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
+	bool full = skaddr && t->state != TCP_TIME_WAIT && t->state != TCP_NEW_SYN_RECV;
+	struct holder h;
 	struct event *e;
 
 	if (filter_states && !(filter_states & (1u << t->state)))
 		return;
-	if (!socket_wanted(t->family, t->lport, t->rport, t->netns, info))
+	report_holder(&h, info, full ? (const struct sock *)skaddr : NULL);
+	if (!socket_wanted(t->family, t->lport, t->rport, t->netns, info, &h))
 		return;
 	e = reserve();
 	if (!e)
@@ -136,8 +139,8 @@ static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 s
 	e->twaddr = 0;
 	e->cgroup = info->cgroup;
 	e->netns = t->netns;
-	e->pid = info->pid;
-	__builtin_memcpy(e->comm, info->comm, TASK_COMM_LEN);
+	e->pid = h.pid;
+	__builtin_memcpy(e->comm, h.comm, TASK_COMM_LEN);
 	__builtin_memcpy(e->saddr, t->saddr, 16);
 	__builtin_memcpy(e->daddr, t->daddr, 16);
 	e->sport = t->lport;
@@ -145,7 +148,7 @@ static __always_inline void emit_notice(int kind, const struct tuple *t, __u64 s
 	e->family = t->family;
 	e->oldstate = t->state;
 	e->newstate = t->state;
-	e->flags = info->flags & (EVENT_F_OWNER_KNOWN | EVENT_F_CGROUP_KNOWN);
+	e->flags = h.flags | (info->flags & EVENT_F_CGROUP_KNOWN);
 	e->kind = kind;
 	e->error = 0;
 	e->detail = detail;

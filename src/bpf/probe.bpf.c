@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
- * Feature probe, loaded (never attached) before the main program: does this kernel give
- * socket storage to tracing programs (5.11 on)? If it does not, tcpstates keeps per-socket
- * data in a hash instead.
+ * Feature probes, each loaded on its own (never attached) before the main program: does this
+ * kernel give socket storage to tracing programs (5.11 on)? If it does not, tcpstates keeps
+ * per-socket data in a hash instead. Do BPF trampolines (fexit) load?
  */
 #include "vmlinux_core.h"
 #include <bpf/bpf_helpers.h>
@@ -21,5 +21,15 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(probe_socket_storage, const struct sock *sk)
 {
 	bpf_sk_storage_get(&probe_storage, (void *)sk, 0, 0);
+	return 0;
+}
+
+/*
+ * Do BPF trampolines load here (fexit)? Not on kernels built without them, or where they are
+ * refused: accepts are then not seen (their acceptor shows at its first read, write or close).
+ */
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(probe_trampoline)
+{
 	return 0;
 }

@@ -3,14 +3,14 @@
 //! list of loaded programs all read this table.
 
 use crate::config::Events;
-use crate::features::{Features, TimewaitEndProgram};
+use crate::features::{AcceptHook, Features, TimewaitEndProgram};
 
 use super::Parts;
 
 /// How user space runs a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Use {
-    /// Attached to this tracepoint for the whole run.
+    /// Attached for the whole run, to this hook (for messages).
     Hook(&'static str),
     /// An iterator, attached each time it is read.
     Iterator,
@@ -78,58 +78,88 @@ impl Plan<'_> {
 /// Every program, in the order hooks attach. First on_set_state: the kernel runs a tracepoint's
 /// programs in the order they were attached, and on_set_state_nested must run after it on every
 /// change.
-pub const PROGRAMS: [Program; 12] = [
+pub const PROGRAMS: [Program; 17] = [
     Program {
         name: "on_set_state",
-        run: Use::Hook("inet_sock_set_state"),
+        run: Use::Hook("the tracepoint inet_sock_set_state"),
         skipped: Skipped::StateChange,
         wanted: |p| p.hooks(),
     },
     Program {
         name: "on_cache_free",
-        run: Use::Hook("kmem_cache_free"),
+        run: Use::Hook("the tracepoint kmem_cache_free"),
         skipped: Skipped::TimewaitEnd,
         wanted: |p| p.timewait_end(TimewaitEndProgram::ByArgument),
     },
     Program {
         name: "on_cache_free_by_site",
-        run: Use::Hook("kmem_cache_free"),
+        run: Use::Hook("the tracepoint kmem_cache_free"),
         skipped: Skipped::TimewaitEnd,
         wanted: |p| p.timewait_end(TimewaitEndProgram::ByCallSite),
     },
     Program {
         name: "on_set_state_nested",
-        run: Use::Hook("inet_sock_set_state"),
+        run: Use::Hook("the tracepoint inet_sock_set_state"),
+        skipped: Skipped::Nothing,
+        wanted: |p| p.hooks(),
+    },
+    Program {
+        name: "on_read",
+        run: Use::Hook("the tracepoint tcp_rcv_space_adjust"),
+        skipped: Skipped::Nothing,
+        wanted: |p| p.hooks() && p.features.read_hook,
+    },
+    Program {
+        name: "on_write",
+        run: Use::Hook("the tracepoint tcp_sendmsg_locked"),
+        skipped: Skipped::Nothing,
+        wanted: |p| p.hooks() && p.features.write_hook,
+    },
+    Program {
+        name: "on_accept",
+        run: Use::Hook("fexit inet_csk_accept"),
+        skipped: Skipped::Nothing,
+        wanted: |p| p.hooks() && p.features.accept == AcceptHook::FexitFourArgs,
+    },
+    Program {
+        name: "on_accept_args",
+        run: Use::Hook("fexit inet_csk_accept"),
+        skipped: Skipped::Nothing,
+        wanted: |p| p.hooks() && p.features.accept == AcceptHook::FexitTwoArgs,
+    },
+    Program {
+        name: "on_fork",
+        run: Use::Hook("the tracepoint sched_process_fork"),
         skipped: Skipped::Nothing,
         wanted: |p| p.hooks(),
     },
     Program {
         name: "on_send_reset",
-        run: Use::Hook("tcp_send_reset"),
+        run: Use::Hook("the tracepoint tcp_send_reset"),
         skipped: Skipped::Notice,
         wanted: |p| p.send_reset(),
     },
     Program {
         name: "on_receive_reset",
-        run: Use::Hook("tcp_receive_reset"),
+        run: Use::Hook("the tracepoint tcp_receive_reset"),
         skipped: Skipped::Notice,
         wanted: |p| p.hooks() && p.events().reset,
     },
     Program {
         name: "on_retransmit",
-        run: Use::Hook("tcp_retransmit_skb"),
+        run: Use::Hook("the tracepoint tcp_retransmit_skb"),
         skipped: Skipped::Notice,
         wanted: |p| p.hooks() && p.events().retransmit,
     },
     Program {
         name: "on_drop",
-        run: Use::Hook("kfree_skb"),
+        run: Use::Hook("the tracepoint kfree_skb"),
         skipped: Skipped::Notice,
         wanted: |p| p.drop() && p.features.drop_reason,
     },
     Program {
         name: "on_drop_without_reason",
-        run: Use::Hook("kfree_skb"),
+        run: Use::Hook("the tracepoint kfree_skb"),
         skipped: Skipped::Notice,
         wanted: |p| p.drop() && !p.features.drop_reason,
     },
@@ -168,10 +198,11 @@ mod tests {
 
     fn features(timewait_end: TimewaitEnd, drop_reason: bool) -> Features {
         Features {
-            socket_storage: true,
             timewait_end,
             drop_reason,
-            reset_without_socket: true,
+            accept: AcceptHook::Unavailable(String::new()),
+            write_hook: false,
+            ..Features::all()
         }
     }
 
@@ -219,6 +250,8 @@ mod tests {
                 "on_set_state",
                 "on_cache_free",
                 "on_set_state_nested",
+                "on_read",
+                "on_fork",
                 "sweep_fin_wait2",
                 "seed_owners"
             ]

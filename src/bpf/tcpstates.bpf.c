@@ -5,6 +5,8 @@
  * Hooks are BTF tracepoints only (no tracefs, kprobes or fentry):
  *   inet_sock_set_state  every state change of a full socket            transitions.bpf.c
  *   kmem_cache_free      a timewait socket freed = TIME_WAIT ends        timewait.bpf.c
+ *   tcp_rcv_space_adjust, tcp_sendmsg_locked, fexit inet_csk_accept, sched_process_fork
+ *                        who holds a socket between transitions          holders.bpf.c
  * and, when asked for (--events, --lifetimes, snapshots):
  *   tcp_send_reset, tcp_receive_reset, tcp_retransmit_skb, kfree_skb     notices.bpf.c
  * a program user space runs every 100 ms, for the moves no hook sees:  sweep.bpf.c
@@ -86,10 +88,11 @@ const volatile __u64 tw_free_site_end = 0;
 
 
 #include "maps.bpf.h"
-#include "common.bpf.h"
 #include "owners.bpf.h"
+#include "common.bpf.h"
 #include "sweep.bpf.c"
 #include "timewait.bpf.c"
 #include "transitions.bpf.c"
+#include "holders.bpf.c"
 #include "notices.bpf.c"
 #include "iterators.bpf.c"

@@ -20,6 +20,9 @@ enum record_kind {
 	/* An orphaned connection moved, still in FIN_WAIT2, to the timewait socket twaddr: not a
 	 * state change (ss shows it in FIN_WAIT2 still); carries the connection's figures. */
 	EVENT_HANDOVER = 6,
+	/* The socket's holder changed, shown by a call the new holder made on it (accept, a read
+	 * or a write): not a state change; pid and comm name the holder. */
+	EVENT_OWNER = 7,
 };
 
 /* event.flags, socket_record.flags */
@@ -111,6 +114,7 @@ struct owner {
 	__u32 pid;
 	__u32 pad;
 	char comm[TASK_COMM_LEN];
+	__u64 task; /* its task_struct (the group leader), to read its name and check it lives */
 };
 
 /*

@@ -13,8 +13,11 @@ static __always_inline void socket_opened(struct sock_info *info, const struct t
 					  int newstate, __u64 skaddr, __u32 netns, __be16 sport,
 					  __u64 now)
 {
+	struct task_struct *me = current_process();
+
 	__builtin_memset(info, 0, sizeof(*info));
-	set_owner_current(info);
+	if (me)
+		set_owner_task(info, me, now);
 	set_cgroup(info, tp);
 	info->born_ns = newstate == TCP_SYN_SENT ? now : 0;
 	info->skaddr = skaddr;
@@ -30,6 +33,7 @@ static __always_inline void child_created(struct sock_info *info, const struct t
 					  __u64 skaddr, __u32 netns, __be16 sport, __u64 now)
 {
 	info->flags &= socket_storage ? EVENT_F_OWNER_KNOWN : 0;
+	info->owner_flags = OWNER_F_INHERITED;
 	set_cgroup(info, tp);
 	info->ts_ns = now;
 	info->born_ns = now;
@@ -41,18 +45,22 @@ static __always_inline void child_created(struct sock_info *info, const struct t
 		if (listener && (listener->flags & EVENT_F_OWNER_KNOWN)) {
 			info->pid = listener->pid;
 			__builtin_memcpy(info->comm, listener->comm, TASK_COMM_LEN);
+			info->owner_task = listener->owner_task;
+			info->owner_ns = listener->owner_ns;
+			info->fork_gen = listener->fork_gen;
 			info->flags |= EVENT_F_OWNER_KNOWN;
 		}
 	}
 	if (!(info->flags & EVENT_F_OWNER_KNOWN))
-		adopt_listener_owner(info, netns, sport);
+		adopt_listener_owner(info, netns, sport, now);
 }
 
-/* First seen mid-life: time in oldstate unknown; an owner only if cloned. */
+/* First seen mid-life: time in oldstate unknown; an owner only if cloned (its listener's). */
 static __always_inline void first_seen(struct sock_info *info, const struct tcp_sock *tp,
 				       __u64 skaddr)
 {
 	info->flags &= EVENT_F_OWNER_KNOWN;
+	info->owner_flags = OWNER_F_INHERITED;
 	info->ts_ns = 0;
 	info->born_ns = 0;
 	info->skaddr = skaddr;
@@ -95,12 +103,35 @@ static __always_inline int hand_to_timewait(__u64 tw, const struct sock_info *in
 	return reported;
 }
 
+/*
+ * The process that made this change by a call on the socket, which shows it holds it: such a
+ * call locks the socket (softirq and timers leave a locked socket alone). The final close() of
+ * a file shows its holder too, but a CLOSE made by another process (ss -K) does not: the file
+ * then lives on. NULL if the change shows no holder.
+ */
+static __always_inline struct task_struct *changed_by_holder(const struct tcp_sock *tp,
+							     int newstate)
+{
+	const struct sock *sk = (const struct sock *)tp;
+	struct task_struct *me;
+	struct socket *sock;
+
+	if (!sk->sk_lock.owned)
+		return NULL;
+	me = current_process();
+	if (!me || newstate != TCP_CLOSE)
+		return me;
+	sock = sk->sk_socket;
+	return sock && file_references(sock) == 0 ? me : NULL;
+}
+
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	__u64 skaddr = (__u64)sk;
 	__u64 now, prev_ts, tw = 0;
 	int reported, kind;
 	struct sock_info fresh = {};
+	struct task_struct *holder;
 	struct sock_info *info;
 	struct tcp_sock *tp;
 	__be16 sport;
@@ -129,7 +160,10 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 
 	if (!(info->flags & EVENT_F_OWNER_KNOWN))
-		adopt_seed(info, skaddr, info != &fresh);
+		adopt_seed(info, skaddr, info != &fresh, now);
+	holder = changed_by_holder(tp, newstate);
+	if (holder)
+		set_owner_task(info, holder, now);
 	if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
 		forget_listener(netns, sport, skaddr);
 	note_first_fin(info, newstate);

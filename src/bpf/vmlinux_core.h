@@ -183,12 +183,20 @@ struct sock_cgroup_data {
 	struct cgroup *cgroup;
 };
 
+typedef struct {
+	int owned; /* a process holds the socket's lock (lock_sock) */
+} socket_lock_t;
+
+struct socket;
+
 struct sock {
 	struct sock_common __sk_common;
+	socket_lock_t sk_lock;
 	__u16 sk_type;
 	__u16 sk_protocol;
 	int sk_err;
 	struct sock_cgroup_data sk_cgrp_data;
+	struct socket *sk_socket; /* NULL once orphaned (closed by its last holder) */
 };
 
 struct net_device {
@@ -224,17 +232,34 @@ struct inode {
 	unsigned short i_mode;
 };
 
+typedef struct {
+	long counter;
+} atomic_long_t;
+
+typedef struct {
+	atomic_long_t refcnt; /* references - 1 */
+} file_ref_t;
+
 struct file {
 	void *private_data;
 	struct inode *f_inode;
+	atomic_long_t f_count; /* before 6.13 */
+	file_ref_t f_ref;      /* 6.13 on */
 };
 
 struct socket {
 	struct sock *sk;
+	struct file *file;
 };
 
+struct files_struct;
+
 struct task_struct {
+	unsigned int flags; /* PF_* */
+	int exit_state;     /* set once the task has exited */
 	int tgid;
+	struct task_struct *group_leader;
+	struct files_struct *files;
 	char comm[16];
 };
 

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::record::{
-    AlertRecord, ConnectionRecord, Hex, NoticeRecord, Rfc3339Micros, TransitionRecord,
+    AlertRecord, ConnectionRecord, Hex, Name, NoticeRecord, Rfc3339Micros, TransitionRecord,
 };
 use super::Renderer;
 use crate::alerts::Alert;
@@ -29,7 +29,7 @@ struct Row<'a> {
     time: Rfc3339Micros,
     skaddr: Option<Hex>,
     pid: Option<u32>,
-    comm: Option<Cow<'a, str>>,
+    comm: Option<Name<'a>>,
     family: &'static str,
     #[serde(serialize_with = "super::cells::serialize_addr")]
     laddr: IpAddr,
@@ -57,7 +57,7 @@ impl<'a> From<TransitionRecord<'a>> for Row<'a> {
             time: r.time,
             skaddr: Some(r.skaddr),
             pid: r.pid,
-            comm: r.comm,
+            comm: r.comm.map(Name::escaped),
             family: r.family,
             laddr: r.laddr,
             lport: r.lport,
@@ -132,7 +132,7 @@ impl Renderer for CsvRenderer {
             time: r.time,
             skaddr: r.skaddr,
             pid: r.pid,
-            comm: r.comm,
+            comm: r.comm.map(Name::escaped),
             family: r.family,
             laddr: r.laddr,
             lport: r.lport,
@@ -164,7 +164,7 @@ impl Renderer for CsvRenderer {
             time: r.time,
             skaddr: Some(r.skaddr),
             pid: r.pid,
-            comm: r.comm,
+            comm: r.comm.map(Name::escaped),
             family: r.family,
             laddr: r.laddr,
             lport: r.lport,

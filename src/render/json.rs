@@ -155,9 +155,18 @@ mod tests {
     }
 
     #[test]
-    fn hostile_comm_is_escaped() {
+    fn a_command_name_is_carried_exactly() {
         let line = render(&fixtures::hostile_comm());
-        assert!(line.contains(r#""comm":"a,\"b\\x1b[31m""#), "{line}");
+        assert!(line.contains(r#""comm":"a,\"b\u001b[31m""#), "{line}");
+        let mut t = fixtures::hostile_comm();
+        t.owner = Some(crate::event::Owner {
+            pid: 7,
+            comm: crate::event::Comm::new(b"a\"b,c\n\x1b[2Jd"),
+        });
+        let line = render(&t);
+        assert!(line.contains(r#""comm":"a\"b,c\n\u001b[2Jd""#), "{line}");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["comm"], "a\"b,c\n\u{1b}[2Jd");
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! The stable field set of a transition, shared by the JSON and CSV formats.
 
-use std::borrow::Cow;
 use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,6 +61,43 @@ fn rfc3339_micros(t: SystemTime, out: &mut [u8; 27]) {
     out[26] = b'Z';
 }
 
+/// A command name from another process, as a record carries it: exactly in JSON (serde_json
+/// escapes what JSON must, so `"a\"b\n\u001b"` reaches a reader as those characters; invalid
+/// UTF-8 becomes U+FFFD), or escaped like text for CSV, whose cells a terminal may show as they
+/// are.
+#[derive(Clone, Copy, Debug)]
+pub struct Name<'a> {
+    bytes: &'a [u8],
+    escaped: bool,
+}
+
+impl<'a> Name<'a> {
+    pub fn exact(bytes: &'a [u8]) -> Name<'a> {
+        Name {
+            bytes,
+            escaped: false,
+        }
+    }
+
+    /// The same name, escaped (CSV).
+    pub fn escaped(self) -> Name<'a> {
+        Name {
+            escaped: true,
+            ..self
+        }
+    }
+}
+
+impl Serialize for Name<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.escaped {
+            s.serialize_str(&sanitize::escape(self.bytes))
+        } else {
+            s.serialize_str(&String::from_utf8_lossy(self.bytes))
+        }
+    }
+}
+
 /// A kernel address as `0x` and lowercase hex.
 pub struct Hex(pub u64);
 
@@ -90,7 +126,7 @@ pub struct TransitionRecord<'a> {
     pub time: Rfc3339Micros,
     pub skaddr: Hex,
     pub pid: Option<u32>,
-    pub comm: Option<Cow<'a, str>>,
+    pub comm: Option<Name<'a>>,
     pub family: &'static str,
     #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,
@@ -139,8 +175,8 @@ fn family(ipv6: bool) -> &'static str {
     }
 }
 
-fn comm(owner: &Option<Owner>) -> Option<Cow<'_, str>> {
-    owner.as_ref().map(|o| sanitize::escape(o.comm.as_bytes()))
+fn comm(owner: &Option<Owner>) -> Option<Name<'_>> {
+    owner.as_ref().map(|o| Name::exact(o.comm.as_bytes()))
 }
 
 pub(crate) fn ms(ns: u64) -> f64 {
@@ -156,7 +192,7 @@ pub struct NoticeRecord<'a> {
     pub time: Rfc3339Micros,
     pub skaddr: Option<Hex>,
     pub pid: Option<u32>,
-    pub comm: Option<Cow<'a, str>>,
+    pub comm: Option<Name<'a>>,
     pub family: &'static str,
     #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,
@@ -205,7 +241,7 @@ pub struct ConnectionRecord<'a> {
     pub start: Option<Rfc3339Micros>,
     pub skaddr: Hex,
     pub pid: Option<u32>,
-    pub comm: Option<Cow<'a, str>>,
+    pub comm: Option<Name<'a>>,
     pub family: &'static str,
     #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,
@@ -282,7 +318,7 @@ pub struct AlertRecord<'a> {
     pub time: Rfc3339Micros,
     pub skaddr: Hex,
     pub pid: Option<u32>,
-    pub comm: Option<Cow<'a, str>>,
+    pub comm: Option<Name<'a>>,
     pub family: &'static str,
     #[serde(serialize_with = "super::cells::serialize_addr")]
     pub laddr: IpAddr,

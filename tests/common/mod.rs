@@ -22,18 +22,23 @@ pub fn tool_path() -> PathBuf {
 
 /// The example binary `tcp_peer`, which `cargo test` builds next to the test executables.
 pub fn peer_path() -> PathBuf {
+    example_path("tcp_peer")
+}
+
+/// An example binary, which `cargo test` builds next to the test executables.
+pub fn example_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target profile dir");
-    let peer = profile_dir.join("examples").join("tcp_peer");
+    let path = profile_dir.join("examples").join(name);
     assert!(
-        peer.exists(),
+        path.exists(),
         "{} is missing: run the tests with `cargo test`",
-        peer.display()
+        path.display()
     );
-    peer
+    path
 }
 
 pub fn run(cmd: &str, args: &[&str]) {
@@ -86,6 +91,87 @@ impl Netns {
             .expect("writing the ruleset");
         let status = child.wait().expect("nft");
         assert!(status.success(), "nft -f failed on:\n{ruleset}");
+    }
+}
+
+impl Netns {
+    /// Runs `f` on a thread inside the namespace: sockets it makes belong to the namespace.
+    pub fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .expect("setns into the test namespace");
+                    f()
+                })
+                .join()
+                .expect("a thread inside the namespace")
+        })
+    }
+
+    /// The TCP sockets `ss -tanp` lists in the namespace, with their holders.
+    pub fn ss(&self) -> Vec<SsSocket> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "ss", "-tanpH"])
+            .output()
+            .expect("ss (iproute2)");
+        assert!(out.status.success(), "ss failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(SsSocket::parse)
+            .collect()
+    }
+}
+
+/// One line of `ss -tanpH`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SsSocket {
+    pub state: String,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// (command, pid) of every process holding it, as ss lists them.
+    pub users: Vec<(String, u32)>,
+}
+
+impl SsSocket {
+    fn parse(line: &str) -> Option<SsSocket> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let port = |endpoint: &str| endpoint.rsplit(':').next()?.parse::<u16>().ok();
+        let state = fields.first()?.to_string();
+        let local_port = port(fields.get(3)?)?;
+        let remote_port = port(fields.get(4)?).unwrap_or(0);
+        let mut users = Vec::new();
+        if let Some(at) = line.find("users:((") {
+            // users:(("name",pid=1,fd=3),("name",pid=2,fd=4))
+            let list = line[at + "users:((".len()..]
+                .split("))")
+                .next()
+                .unwrap_or("");
+            for user in list.split("),(") {
+                let name = user.split('"').nth(1);
+                let pid = user
+                    .split("pid=")
+                    .nth(1)
+                    .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|p| p.parse().ok());
+                if let (Some(name), Some(pid)) = (name, pid) {
+                    users.push((name.to_string(), pid));
+                }
+            }
+        }
+        users.sort();
+        users.dedup();
+        Some(SsSocket {
+            state,
+            local_port,
+            remote_port,
+            users,
+        })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.users.iter().map(|(_, pid)| *pid).collect()
     }
 }
 

@@ -29,7 +29,7 @@ impl SnapshotRenderer for SnapshotCsv {
             .has_headers(!self.header_written)
             .from_writer(&mut *out);
         for c in &r.conns {
-            let row = ConnRecord::new(c, r.now_ns, self.info).at(&time);
+            let row = ConnRecord::new(c, r.now_ns, self.info).csv_row(&time);
             writer.serialize(row).map_err(csv_io_error)?;
             self.header_written = true;
         }
@@ -64,11 +64,11 @@ mod tests {
         assert_eq!(lines.len(), 7, "one header, then three rows per snapshot");
         assert_eq!(
             lines[0],
-            "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup"
+            "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,holders"
         );
         assert_eq!(
             lines[2],
-            "2023-11-14T22:13:20.000000Z,ipv6,::1,80,::1,5000,ESTABLISHED,,,,74500.0,7,1"
+            "2023-11-14T22:13:20.000000Z,ipv6,::1,80,::1,5000,ESTABLISHED,,,,74500.0,7,1,2"
         );
         assert_eq!(lines[4], lines[1]);
     }

@@ -3,8 +3,7 @@
 use serde::{Serialize, Serializer};
 
 use crate::render::cells::serialize_addr;
-use crate::render::record::ms;
-use crate::sanitize;
+use crate::render::record::{ms, Name};
 use crate::table::{Age, Conn};
 use crate::tcp_state::TcpState;
 
@@ -23,13 +22,15 @@ pub(super) struct ConnRecord<'a> {
     rport: u16,
     state: &'static str,
     pid: Option<u32>,
-    comm: Option<std::borrow::Cow<'a, str>>,
+    comm: Option<Name<'a>>,
     /// Time in the current state, when it was seen entering it.
     since_ms: Option<f64>,
     /// For sockets older than the tool: time since they last sent or received (a lower bound).
     idle_ms: Option<f64>,
     netns: u32,
     cgroup: u64,
+    /// Processes holding it (0: none, such as an orphan); null where not counted.
+    holders: Option<u32>,
     /// -i: smoothed RTT, retransmitted segments, unacknowledged segments and bytes.
     #[serde(skip_serializing_if = "Shown::hidden")]
     srtt_ms: Shown<f64>,
@@ -64,10 +65,11 @@ impl<T: Serialize> Serialize for Shown<T> {
 }
 
 impl<'a> ConnRecord<'a> {
-    /// The same record, stamped with the snapshot's time (CSV rows).
-    pub(super) fn at(self, time: &'a str) -> ConnRecord<'a> {
+    /// The same record as a CSV row: stamped with the snapshot's time, the name escaped.
+    pub(super) fn csv_row(self, time: &'a str) -> ConnRecord<'a> {
         ConnRecord {
             time: Some(time),
+            comm: self.comm.map(Name::escaped),
             ..self
         }
     }
@@ -86,10 +88,7 @@ impl<'a> ConnRecord<'a> {
             rport: c.remote_port,
             state: c.state.name(),
             pid: c.owner.map(|o| o.pid),
-            comm: c
-                .owner
-                .as_ref()
-                .map(|o| sanitize::escape(o.comm.as_bytes())),
+            comm: c.owner.as_ref().map(|o| Name::exact(o.comm.as_bytes())),
             since_ms: match age {
                 Some(Age::InState(ns)) => Some(ms(ns)),
                 _ => None,
@@ -100,6 +99,7 @@ impl<'a> ConnRecord<'a> {
             },
             netns: c.netns,
             cgroup: c.cgroup.unwrap_or(0),
+            holders: c.holders,
             srtt_ms: Shown::new(info, figures.map(|i| f64::from(i.srtt_us) / 1_000.0)),
             retrans: Shown::new(info, figures.map(|i| i.retrans)),
             unacked: Shown::new(info, figures.map(|i| i.unacked)),

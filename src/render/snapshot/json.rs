@@ -10,9 +10,8 @@ use super::fields::ConnRecord;
 use super::SnapshotRenderer;
 use crate::clock::Clock;
 use crate::lifetimes::Ending;
-use crate::render::record::{ms, AlertRecord, Rfc3339Micros};
+use crate::render::record::{ms, AlertRecord, Name, Rfc3339Micros};
 use crate::report::{Grouping, Holder, Pattern, Report};
-use crate::sanitize;
 use crate::table::{Age, Conn};
 use crate::tcp_state::TcpState;
 
@@ -58,7 +57,7 @@ impl Serialize for TransitionCounts<'_> {
 #[derive(Serialize)]
 struct HolderRecord<'a> {
     pid: Option<u32>,
-    comm: Option<std::borrow::Cow<'a, str>>,
+    comm: Option<Name<'a>>,
     count: u64,
     oldest_ms: Option<f64>,
     /// True when `oldest_ms` is an idle time (socket older than the tool), a lower bound.
@@ -69,10 +68,7 @@ impl<'a> HolderRecord<'a> {
     fn new(h: &'a Holder) -> HolderRecord<'a> {
         HolderRecord {
             pid: h.owner.map(|o| o.pid),
-            comm: h
-                .owner
-                .as_ref()
-                .map(|o| sanitize::escape(o.comm.as_bytes())),
+            comm: h.owner.as_ref().map(|o| Name::exact(o.comm.as_bytes())),
             count: h.count,
             oldest_ms: h.oldest.map(|a| ms(a.ns())),
             oldest_is_idle: matches!(h.oldest, Some(Age::Idle(_))),
@@ -268,9 +264,9 @@ mod tests {
                 r#"{"type":"snapshot","time":"2023-11-14T22:13:20.000000Z","interval_ms":5000,"#,
                 r#""counts":{"ESTABLISHED":1,"CLOSE_WAIT":1,"LISTEN":1},"#,
                 r#""transitions":{"ESTABLISHED->CLOSE_WAIT":1},"lost":0,"connections":["#,
-                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"0.0.0.0","rport":0,"state":"LISTEN","pid":10,"comm":"srv","since_ms":13500.0,"idle_ms":null,"netns":7,"cgroup":1},"#,
-                r#"{"family":"ipv6","laddr":"::1","lport":80,"raddr":"::1","rport":5000,"state":"ESTABLISHED","pid":null,"comm":null,"since_ms":null,"idle_ms":74500.0,"netns":7,"cgroup":1},"#,
-                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.2","rport":5000,"state":"CLOSE_WAIT","pid":10,"comm":"srv","since_ms":12500.0,"idle_ms":null,"netns":7,"cgroup":1}],"#,
+                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"0.0.0.0","rport":0,"state":"LISTEN","pid":10,"comm":"srv","since_ms":13500.0,"idle_ms":null,"netns":7,"cgroup":1,"holders":null},"#,
+                r#"{"family":"ipv6","laddr":"::1","lport":80,"raddr":"::1","rport":5000,"state":"ESTABLISHED","pid":null,"comm":null,"since_ms":null,"idle_ms":74500.0,"netns":7,"cgroup":1,"holders":2},"#,
+                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.2","rport":5000,"state":"CLOSE_WAIT","pid":10,"comm":"srv","since_ms":12500.0,"idle_ms":null,"netns":7,"cgroup":1,"holders":null}],"#,
                 r#""close_wait":[{"pid":10,"comm":"srv","count":1,"oldest_ms":12500.0,"oldest_is_idle":false}],"#,
                 r#""time_wait":null,"fin_wait2":null,"#,
                 r#""ended":{"fin":0,"reset_sent":0,"reset_received":0,"refused":0,"timeout":0,"aborted":0,"error":0},"alerts":[]}"#,

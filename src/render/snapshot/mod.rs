@@ -112,6 +112,7 @@ pub(crate) mod tests {
         old.local = "::1".parse().unwrap();
         old.remote = "::1".parse().unwrap();
         old.idle_ns = Some(61_000_000_000);
+        old.holders = Some(2);
         t.seed([old]);
         t
     }
