@@ -54,3 +54,16 @@ int floor_free(void *ctx)
 {
 	return 0;
 }
+
+/* The floor of a hook on reads and writes: empty programs where tcpstates sees them. */
+SEC("tp_btf/tcp_rcv_space_adjust")
+int floor_read(void *ctx)
+{
+	return 0;
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int floor_write(void *ctx)
+{
+	return 0;
+}

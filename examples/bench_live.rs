@@ -52,6 +52,9 @@ enum Tracer {
     /// Empty programs on the hooks tcpstates attaches: inet_sock_set_state twice (the state
     /// program and its twin for nested changes) and kmem_cache_free.
     FloorHooks,
+    /// An empty program on reads (tcp_rcv_space_adjust), and one on writes too.
+    FloorRead,
+    FloorData,
 }
 
 impl Tracer {
@@ -68,6 +71,8 @@ impl Tracer {
             Tracer::FloorEmpty => "empty program",
             Tracer::FloorCount => "counting program",
             Tracer::FloorHooks => "empty, tcpstates' 3 hooks",
+            Tracer::FloorRead => "empty program on reads",
+            Tracer::FloorData => "empty, reads and writes",
         }
     }
 
@@ -77,6 +82,7 @@ impl Tracer {
         match self {
             Tracer::LibbpfTools => "handle_set_stat",
             Tracer::FloorEmpty | Tracer::FloorHooks => "floor_empty",
+            Tracer::FloorRead | Tracer::FloorData => "floor_read",
             Tracer::FloorCount => "floor_count",
             _ => "on_set_state",
         }
@@ -88,6 +94,8 @@ impl Tracer {
             Tracer::FloorEmpty => &["floor_empty"],
             Tracer::FloorCount => &["floor_count"],
             Tracer::FloorHooks => &["floor_empty", "floor_twin", "floor_free"],
+            Tracer::FloorRead => &["floor_read"],
+            Tracer::FloorData => &["floor_read", "floor_write"],
             _ => &[],
         }
     }
@@ -107,6 +115,8 @@ struct Sample {
     cpu_s: f64,
     rss_kib: u64,
     startup_ms: Option<f64>,
+    /// Each of the tracer's programs in the round: name, run time (ns) and runs.
+    programs: Vec<(String, u64, u64)>,
 }
 
 struct Paths {
@@ -291,6 +301,48 @@ impl ProgTotals {
     }
 }
 
+/// Run time (ns) and runs of each program loaded after `after`, by name.
+fn program_costs(after: u32) -> Vec<(String, u64, u64)> {
+    ProgInfoIter::default()
+        .filter(|p| p.id > after)
+        .map(|p| {
+            (
+                p.name.to_string_lossy().into_owned(),
+                p.run_time_ns,
+                p.run_cnt,
+            )
+        })
+        .collect()
+}
+
+/// What each program did between two readings.
+fn costs_since(
+    now: Vec<(String, u64, u64)>,
+    start: &[(String, u64, u64)],
+) -> Vec<(String, u64, u64)> {
+    now.into_iter()
+        .map(|(name, ns, runs)| {
+            let (ns0, runs0) = start
+                .iter()
+                .find(|(n, ..)| *n == name)
+                .map_or((0, 0), |(_, ns, runs)| (*ns, *runs));
+            (name, ns.saturating_sub(ns0), runs.saturating_sub(runs0))
+        })
+        .collect()
+}
+
+/// The per-program lines: runs per event and kernel ns per run (statistics on).
+fn print_program_costs(what: &str, per: &str, events: f64, programs: &[(String, u64, u64)]) {
+    for (name, ns, runs) in programs.iter().filter(|(_, _, runs)| *runs > 0) {
+        println!(
+            "  {what:<34} {name:<16} {:>8.3} runs/{per} {:>6.0} ns/run {:>6.1} ns/{per}",
+            *runs as f64 / events.max(1.0),
+            *ns as f64 / *runs as f64,
+            *ns as f64 / events.max(1.0),
+        );
+    }
+}
+
 /// Transitions tcpstates reported as skipped by the kernel, from its summary line
 /// "... N lost (R ring buffer full, S BPF recursion)".
 fn reported_skips(err: &str) -> Option<u64> {
@@ -331,7 +383,12 @@ fn spawn_tracer(
     err: &Path,
 ) -> Option<Child> {
     let mut cmd = match tracer {
-        Tracer::None | Tracer::FloorEmpty | Tracer::FloorCount | Tracer::FloorHooks => return None,
+        Tracer::None
+        | Tracer::FloorEmpty
+        | Tracer::FloorCount
+        | Tracer::FloorHooks
+        | Tracer::FloorRead
+        | Tracer::FloorData => return None,
         Tracer::Json => {
             let mut c = Command::new(&paths.tcpstates);
             c.args(["--netns", &ns.0, "-o", "json"]);
@@ -472,7 +529,9 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
             count_transitions(tracer, &fs::read_to_string(&out_path).unwrap_or_default());
     }
     let at_start = ProgTotals::read(before, tracer);
+    let costs_at_start = program_costs(before);
     let (connections, achieved) = churn(paths, &ns, rate, seconds, 4);
+    sample.programs = costs_since(program_costs(before), &costs_at_start);
     sample.achieved = achieved;
     sample.expected = connections * TRANSITIONS_PER_CONNECTION;
     let round = |sample: &mut Sample| {
@@ -513,17 +572,30 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
     sample
 }
 
-/// Messages per second of examples/messages.rs in a namespace of its own, under `tracer`.
-fn messages_once(paths: &Paths, tracer: Tracer, seconds: f64, n: usize) -> f64 {
+/// Messages per second of examples/messages.rs in a namespace of its own, under `tracer`, and
+/// its programs' costs over the run.
+fn messages_once(
+    paths: &Paths,
+    tracer: Tracer,
+    seconds: f64,
+    n: usize,
+) -> (f64, Vec<(String, u64, u64)>) {
     let ns = Netns::new(n);
+    let before = max_prog_id();
     let dir = std::env::temp_dir();
     let out_path = dir.join(format!("tcpst-bench-msg-{}.out", std::process::id()));
     let err_path = dir.join(format!("tcpst-bench-msg-{}.err", std::process::id()));
-    let child = spawn_tracer(paths, tracer, &ns, &out_path, &err_path);
-    if child.is_some() {
+    let mut child = spawn_tracer(paths, tracer, &ns, &out_path, &err_path);
+    if let Some(running) = &mut child {
         // Loaded and attached well within this (start ms in the churn rows).
         std::thread::sleep(Duration::from_millis(1000));
+        if let Ok(Some(status)) = running.try_wait() {
+            let err = fs::read_to_string(&err_path).unwrap_or_default();
+            panic!("{} exited with {status}: {err}", tracer.name());
+        }
     }
+    let _floor = (!tracer.floor_programs().is_empty()).then(|| attach_floor(&paths.floor, tracer));
+    let costs_at_start = program_costs(before);
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(&paths.messages)
@@ -531,6 +603,7 @@ fn messages_once(paths: &Paths, tracer: Tracer, seconds: f64, n: usize) -> f64 {
         .stderr(Stdio::null())
         .output()
         .expect("messages");
+    let programs = costs_since(program_costs(before), &costs_at_start);
     if let Some(mut child) = child {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -542,21 +615,34 @@ fn messages_once(paths: &Paths, tracer: Tracer, seconds: f64, n: usize) -> f64 {
     let _ = fs::remove_file(&err_path);
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text.split_whitespace().collect();
-    words
+    let rate = words
         .iter()
         .position(|w| *w == "rate")
         .and_then(|i| words.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or(0.0);
+    (rate, programs)
 }
 
 /// The data-heavy rows: median messages per second and slowdown against no tracer.
-fn messages_table(paths: &Paths, tracers: &[Tracer], seconds: f64, rounds: usize, n: &mut usize) {
+fn messages_table(
+    paths: &Paths,
+    tracers: &[Tracer],
+    seconds: f64,
+    rounds: usize,
+    n: &mut usize,
+    with_stats: bool,
+) {
     let mut samples: Vec<(Tracer, f64)> = Vec::new();
+    let mut costs = Vec::new();
     for _ in 0..rounds {
         for &tracer in tracers {
             *n += 1;
-            samples.push((tracer, messages_once(paths, tracer, seconds, *n)));
+            let (rate, programs) = messages_once(paths, tracer, seconds, *n);
+            samples.push((tracer, rate));
+            if tracer == Tracer::Json {
+                costs = programs;
+            }
         }
     }
     let rate = |tracer: Tracer| {
@@ -581,6 +667,15 @@ fn messages_table(paths: &Paths, tracers: &[Tracer], seconds: f64, rounds: usize
             "msgs",
             tracer.name(),
             untraced / achieved.max(1.0)
+        );
+    }
+    if with_stats {
+        let messages = rate(Tracer::Json) * seconds;
+        print_program_costs(
+            "msgs tcpstates -o json, last round:",
+            "msg",
+            messages,
+            &costs,
         );
     }
 }
@@ -675,7 +770,12 @@ fn main() {
         "start ms"
     );
     let mut n = 0;
-    for rate in &rates {
+    let churn_rates = if args.iter().any(|a| a == "--messages-only") {
+        &[][..]
+    } else {
+        &rates[..]
+    };
+    for rate in churn_rates {
         let mut samples: Vec<(Tracer, Sample)> = Vec::new();
         for _ in 0..rounds {
             for &tracer in &tracers {
@@ -755,14 +855,26 @@ fn main() {
                 of.iter().filter_map(|s| s.startup_ms).map(|ms| format!("{ms:.0}")).collect::<Vec<_>>().join("/"),
             );
         }
+        if with_stats {
+            let offered = rate.map_or("max".to_string(), |r| r.to_string());
+            for tracer in [Tracer::Json, Tracer::BaselineJson] {
+                if let Some((_, last)) = samples.iter().rev().find(|(t, _)| *t == tracer) {
+                    let what = format!("{offered} {}, last round:", tracer.name());
+                    print_program_costs(&what, "ev", last.expected as f64, &last.programs);
+                }
+            }
+        }
     }
     if !args.iter().any(|a| a == "--no-messages") {
-        let traced: Vec<Tracer> = tracers
+        let mut traced: Vec<Tracer> = tracers
             .iter()
             .copied()
             .filter(|t| t.floor_programs().is_empty())
             .collect();
-        messages_table(&paths, &traced, seconds, rounds, &mut n);
+        if quick || args.iter().any(|a| a == "--floor") {
+            traced.extend([Tracer::FloorRead, Tracer::FloorData]);
+        }
+        messages_table(&paths, &traced, seconds, rounds, &mut n, with_stats);
     }
     let _ = fs::write(stats_path, stats_before.trim());
     if mounted_tracefs {

@@ -49,10 +49,9 @@ pub struct Features {
     /// Tracing programs may use socket storage (5.11 on); else a hash keyed by socket.
     pub socket_storage: bool,
     pub accept: AcceptHook,
-    /// The tcp_rcv_space_adjust tracepoint: reads show their reader holds the socket.
+    /// The tcp_rcv_space_adjust tracepoint: reads show their reader holds the socket. (Not
+    /// writes: a hook on every write and read costs more than data-heavy loads allow.)
     pub read_hook: bool,
-    /// The tcp_sendmsg_locked tracepoint (6.11 on): writes show their writer.
-    pub write_hook: bool,
     pub timewait_end: TimewaitEnd,
     /// The kfree_skb tracepoint tells the drop reason (5.17 on).
     pub drop_reason: bool,
@@ -77,7 +76,6 @@ impl Features {
                 probe_loads("probe_trampoline")
             }),
             read_hook: params("tcp_rcv_space_adjust").is_some(),
-            write_hook: params("tcp_sendmsg_locked").is_some(),
             timewait_end: timewait_end(params("kmem_cache_free").as_deref(), || {
                 std::fs::read_to_string("/proc/kallsyms").ok()
             }),
@@ -92,7 +90,6 @@ impl Features {
             socket_storage: true,
             accept: AcceptHook::FexitTwoArgs,
             read_hook: true,
-            write_hook: true,
             timewait_end: TimewaitEnd::ByCache,
             drop_reason: true,
             reset_without_socket: true,
@@ -119,11 +116,8 @@ impl Features {
         if let AcceptHook::Unavailable(why) = &self.accept {
             lines.push(format!(
                 "tcpstates: accepts unseen on this kernel ({why}): an accepted socket is named \
-                 by its acceptor from its first read, write or close"
+                 by its acceptor from its first read or close"
             ));
-        }
-        if !self.write_hook {
-            lines.push(WRITES_UNSEEN.to_string());
         }
         if drops && !self.drop_reason {
             lines.push(DROP_REASONS_OFF.to_string());
@@ -138,10 +132,6 @@ impl Features {
 /// Said where sent resets without a socket are not seen.
 pub const RESETS_WITHOUT_SOCKET_OFF: &str = "tcpstates: resets sent for packets no socket takes \
      unavailable on this kernel (its tcp_send_reset tracepoint fires only for sockets before 6.10)";
-/// Said where writes are not seen.
-pub const WRITES_UNSEEN: &str = "tcpstates: writes unseen on this kernel (no tcp_sendmsg_locked \
-     tracepoint before 6.11): a socket passed to another process is named by it from its first \
-     read or close";
 /// Said where drops come without their reason.
 pub const DROP_REASONS_OFF: &str = "tcpstates: drop reasons unavailable on this kernel (its \
      kfree_skb tracepoint has no reason argument before 5.17)";
@@ -370,7 +360,6 @@ ffffffffc0100000 t veth_open\t[veth]
             socket_storage: false,
             accept: AcceptHook::FexitFourArgs,
             read_hook: true,
-            write_hook: true,
             timewait_end: end,
             drop_reason: false,
             reset_without_socket: false,
@@ -405,15 +394,13 @@ ffffffffc0100000 t veth_open\t[veth]
         );
         let features = Features {
             accept: accept_hook(Some(2), || false),
-            write_hook: false,
             ..Features::all()
         };
         assert_eq!(
             features.missing(false, false),
             [
                 "tcpstates: accepts unseen on this kernel (BPF trampolines (fexit) do not load): \
-                 an accepted socket is named by its acceptor from its first read, write or close",
-                WRITES_UNSEEN
+              an accepted socket is named by its acceptor from its first read or close"
             ]
         );
     }

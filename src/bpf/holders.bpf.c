@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
- * Who holds a socket between its transitions: the process that accepts it, reads it or writes
- * it (calls made in its own context), and the forks that may hand a socket on to a child. Each
- * hook is loaded where the kernel has it (user space decides). Part of tcpstates.bpf.c.
+ * Who holds a socket between its transitions: the process that accepts it or reads it (calls
+ * made in its own context), and the forks that may hand a socket on to a child. Each hook is
+ * loaded where the kernel has it (user space decides). Writes are not hooked: a hook on every
+ * read and write costs more than a data-heavy load allows, and a reader covers the servers
+ * that matter (they read requests). Part of tcpstates.bpf.c.
  */
 
 /*
- * The current process made a call on sk, a full socket (accept, read, write): it holds it. A
- * record says so when that changes who is reported as holding it, so the live table follows.
- * The usual case, the same holder again with no fork since, returns after one lookup.
+ * The current process made a call on sk, a full socket (accept, read): it holds it. A record
+ * says so when that changes who is reported as holding it, so the live table follows. The
+ * same holder again with no fork since returns after one lookup.
  */
 static __always_inline void touched(const struct sock *sk)
 {
@@ -49,19 +51,35 @@ static __always_inline void touched(const struct sock *sk)
 	     info->ts_ns, now, info, NULL);
 }
 
-/* A read: tcp_recvmsg() adjusts the receive space for every chunk it copies, socket locked. */
+/*
+ * A read: tcp_recvmsg() adjusts the receive space for every chunk it copies, socket locked.
+ * It runs for every read on the host, so it first asks a per-CPU memory of the last reads,
+ * which answers without a helper or a storage lookup when this thread read this connection
+ * since the last fork (its ports, which pick its slot, tell a new connection at a reused
+ * address).
+ */
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(on_read, const struct sock *sk)
 {
-	touched(sk);
-	return 0;
-}
+	__u64 task = bpf_get_current_task();
+	__u32 zero = 0, ports = sk->__sk_common.skc_portpair;
+	struct recent_reads *recent = bpf_map_lookup_elem(&reads_seen, &zero);
+	struct read_seen *slot;
 
-/* A write (6.11 on; older kernels show the writer at its close or its reads). */
-SEC("tp_btf/tcp_sendmsg_locked")
-int BPF_PROG(on_write, const struct sock *sk)
-{
+	if (!recent)
+		return 0;
+	slot = &recent->slot[(ports ^ (ports >> 16)) & (READS_SEEN_SLOTS - 1)];
+	if (slot->sk == (__u64)sk && slot->task == task && slot->ports == ports &&
+	    recent->forks == forks)
+		return 0;
 	touched(sk);
+	if (recent->forks != forks) {
+		__builtin_memset(recent->slot, 0, sizeof(recent->slot));
+		recent->forks = forks;
+	}
+	slot->sk = (__u64)sk;
+	slot->task = task;
+	slot->ports = ports;
 	return 0;
 }
 

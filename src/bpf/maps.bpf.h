@@ -139,6 +139,29 @@ struct {
 	__type(value, __u64);
 } forked SEC(".maps");
 
+/* A read on_read has seen prove its holder: the socket, the reading thread, its ports. */
+struct read_seen {
+	__u64 sk;
+	__u64 task;
+	__u32 ports;
+	__u32 pad;
+};
+
+#define READS_SEEN_SLOTS 8 /* a power of two */
+
+/* Per CPU: the reads seen since the last fork (forks then), a slot per socket by its ports. */
+struct recent_reads {
+	__u64 forks;
+	struct read_seen slot[READS_SEEN_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct recent_reads);
+} reads_seen SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);

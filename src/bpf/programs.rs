@@ -78,7 +78,7 @@ impl Plan<'_> {
 /// Every program, in the order hooks attach. First on_set_state: the kernel runs a tracepoint's
 /// programs in the order they were attached, and on_set_state_nested must run after it on every
 /// change.
-pub const PROGRAMS: [Program; 17] = [
+pub const PROGRAMS: [Program; 16] = [
     Program {
         name: "on_set_state",
         run: Use::Hook("the tracepoint inet_sock_set_state"),
@@ -108,12 +108,6 @@ pub const PROGRAMS: [Program; 17] = [
         run: Use::Hook("the tracepoint tcp_rcv_space_adjust"),
         skipped: Skipped::Nothing,
         wanted: |p| p.hooks() && p.features.read_hook,
-    },
-    Program {
-        name: "on_write",
-        run: Use::Hook("the tracepoint tcp_sendmsg_locked"),
-        skipped: Skipped::Nothing,
-        wanted: |p| p.hooks() && p.features.write_hook,
     },
     Program {
         name: "on_accept",
@@ -201,7 +195,6 @@ mod tests {
             timewait_end,
             drop_reason,
             accept: AcceptHook::Unavailable(String::new()),
-            write_hook: false,
             ..Features::all()
         }
     }

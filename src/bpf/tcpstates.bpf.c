@@ -5,7 +5,7 @@
  * Hooks are BTF tracepoints only (no tracefs, kprobes or fentry):
  *   inet_sock_set_state  every state change of a full socket            transitions.bpf.c
  *   kmem_cache_free      a timewait socket freed = TIME_WAIT ends        timewait.bpf.c
- *   tcp_rcv_space_adjust, tcp_sendmsg_locked, fexit inet_csk_accept, sched_process_fork
+ *   tcp_rcv_space_adjust, fexit inet_csk_accept, sched_process_fork
  *                        who holds a socket between transitions          holders.bpf.c
  * and, when asked for (--events, --lifetimes, snapshots):
  *   tcp_send_reset, tcp_receive_reset, tcp_retransmit_skb, kfree_skb     notices.bpf.c

@@ -158,6 +158,7 @@ struct sock_common {
 	__be32 skc_rcv_saddr;
 	__be16 skc_dport;
 	__u16 skc_num;
+	__u32 skc_portpair; /* the two ports together (a union with the above) */
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	struct proto *skc_prot;
