@@ -23,7 +23,7 @@ _tcpstates() {
 
     case "${cmd}" in
         tcpstates)
-            opts="-4 -6 -L -D -p -c -T -w -o -i -q -v -h -V --ipv4 --ipv6 --localport --remoteport --pid --comm --cgroup --netns --state --timestamp --wide --output --snapshot --summary --info --lifetimes --events --alert --count --duration --metrics --metrics-labels --quiet --ring-size --verbose --help --version"
+            opts="-4 -6 -L -D -p -c -T -w -o -i -q -v -h -V --ipv4 --ipv6 --localport --remoteport --pid --comm --cgroup --service --netns --state --timestamp --wide --output --snapshot --summary --info --lifetimes --events --alert --count --duration --metrics --metrics-labels --quiet --ring-size --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -62,6 +62,10 @@ _tcpstates() {
                     return 0
                     ;;
                 --cgroup)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -106,7 +110,7 @@ _tcpstates() {
                     return 0
                     ;;
                 --metrics-labels)
-                    COMPREPLY=($(compgen -W "comm lport rport cgroup" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "comm lport rport cgroup service netns" -- "${cur}"))
                     return 0
                     ;;
                 --ring-size)

@@ -3,6 +3,7 @@ complete -c tcpstates -s D -l remoteport -d 'Only sockets with one of these remo
 complete -c tcpstates -s p -l pid -d 'Only sockets owned by this process ID' -r
 complete -c tcpstates -s c -l comm -d 'Only sockets owned by a process with this command name (exact; the kernel keeps 15 bytes)' -r
 complete -c tcpstates -l cgroup -d 'Only sockets in this cgroup (v2) or below it: a path, absolute or under the cgroup2 mount' -r -F
+complete -c tcpstates -l service -d 'Only sockets of this service: a systemd unit (nginx.service), a container (at least 4 hex digits of its id) or a Kubernetes pod (its UID); with all of its cgroup\'s children' -r
 complete -c tcpstates -l netns -d 'Only this network namespace: a name under /run/netns, a path such as /proc/PID/ns/net, or an inode number' -r
 complete -c tcpstates -l state -d 'Only transitions into or out of these states (comma-separated, e.g. SYN_SENT,CLOSE_WAIT)' -r
 complete -c tcpstates -s o -l output -d 'Output format' -r -f -a "text\t'Aligned columns, as BCC\'s tcpstates prints them'
@@ -15,11 +16,13 @@ drop\t'A TCP packet dropped by the kernel, with its drop reason'"
 complete -c tcpstates -l alert -d 'Report each socket once when it stays in STATE longer than DURATION (e.g. CLOSE_WAIT=30s); repeatable. Exit status 3 if any alert fired' -r
 complete -c tcpstates -l count -d 'Stop after N transitions (with --snapshot: after N snapshots)' -r
 complete -c tcpstates -l duration -d 'Stop after this long (e.g. 500ms, 5s, 2m)' -r
-complete -c tcpstates -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (e.g. 127.0.0.1:9977, or :9977 for every address) at /metrics, beside the stream or snapshots; watches one network namespace, as snapshots do' -r
-complete -c tcpstates -l metrics-labels -d 'Extra metric labels (comma-separated): comm, lport, rport, cgroup. Each multiplies the number of series; past 10000 per metric the rest are counted as "other"' -r -f -a "comm\t'The owner\'s command name'
+complete -c tcpstates -l metrics -d 'Serve Prometheus metrics on ADDR:PORT (e.g. 127.0.0.1:9977, or :9977 for every address) at /metrics, beside the stream or snapshots; covers every network namespace (or --netns)' -r
+complete -c tcpstates -l metrics-labels -d 'Extra metric labels (comma-separated): comm, lport, rport, cgroup, service, netns. Each multiplies the number of series; past 10000 per metric the rest are counted as "other"' -r -f -a "comm\t'The owner\'s command name'
 lport\t'The local port'
 rport\t'The remote port'
-cgroup\t'The socket\'s cgroup v2 id'"
+cgroup\t'The socket\'s cgroup v2 id'
+service\t'The socket\'s service: its systemd unit, container or Kubernetes pod'
+netns\t'The socket\'s network namespace (inode)'"
 complete -c tcpstates -l ring-size -d 'Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)' -r
 complete -c tcpstates -s 4 -l ipv4 -d 'Trace IPv4 sockets only'
 complete -c tcpstates -s 6 -l ipv6 -d 'Trace IPv6 sockets only'

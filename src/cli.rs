@@ -18,6 +18,8 @@ Examples:
   tcpstates --netns blue            only the network namespace /run/netns/blue
   tcpstates --cgroup system.slice/nginx.service
                                     sockets of a cgroup (v2) and its children
+  tcpstates --service nginx.service sockets of a systemd unit, a container (id prefix)
+                                    or a Kubernetes pod (UID)
   tcpstates -o json --duration 30s  30 s of JSON lines, one object per transition
   tcpstates -o csv --count 100      the first 100 transitions as CSV
   tcpstates --snapshot 5s           every 5 s: the connections now, per-state counts,
@@ -37,8 +39,9 @@ Examples:
 ///
 /// Prints one line per TCP state change of every socket on the host (IPv4 and IPv6), including
 /// TIME_WAIT, with the process that owns the socket, its addresses and the time spent in the old
-/// state. With --snapshot, prints instead a netstat-like table of the connections of one network
-/// namespace at every interval. Needs root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF.
+/// state. With --snapshot, prints instead a netstat-like table of the connections of every network
+/// namespace (or --netns) at every interval, each named by its service, container or pod. Needs
+/// root, or CAP_BPF and CAP_PERFMON, and a kernel with BTF.
 #[derive(Debug, Parser)]
 #[command(name = "tcpstates", version, after_help = EXAMPLES, max_term_width = 100)]
 pub struct Args {
@@ -69,6 +72,11 @@ pub struct Args {
     /// Only sockets in this cgroup (v2) or below it: a path, absolute or under the cgroup2 mount
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
+
+    /// Only sockets of this service: a systemd unit (nginx.service), a container (at least 4
+    /// hex digits of its id) or a Kubernetes pod (its UID); with all of its cgroup's children
+    #[arg(long, value_name = "NAME", conflicts_with = "cgroup")]
+    pub service: Option<String>,
 
     /// Only this network namespace: a name under /run/netns, a path such as /proc/PID/ns/net, or an inode number
     #[arg(long, value_name = "NS")]
@@ -131,12 +139,12 @@ pub struct Args {
     pub duration: Option<Duration>,
 
     /// Serve Prometheus metrics on ADDR:PORT (e.g. 127.0.0.1:9977, or :9977 for every address)
-    /// at /metrics, beside the stream or snapshots; watches one network namespace, as snapshots do
+    /// at /metrics, beside the stream or snapshots; covers every network namespace (or --netns)
     #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
     pub metrics: Option<SocketAddr>,
 
-    /// Extra metric labels (comma-separated): comm, lport, rport, cgroup. Each multiplies the
-    /// number of series; past 10000 per metric the rest are counted as "other"
+    /// Extra metric labels (comma-separated): comm, lport, rport, cgroup, service, netns. Each
+    /// multiplies the number of series; past 10000 per metric the rest are counted as "other"
     #[arg(
         long,
         value_name = "LABELS",
@@ -180,6 +188,10 @@ pub enum MetricLabel {
     Rport,
     /// The socket's cgroup v2 id
     Cgroup,
+    /// The socket's service: its systemd unit, container or Kubernetes pod
+    Service,
+    /// The socket's network namespace (inode)
+    Netns,
 }
 
 /// How transitions are written to stdout.

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 
 use crate::cli::{Args, EventKind, MetricLabel, OutputFormat};
 use crate::resolve;
+use crate::services::Services;
 use crate::tcp_state::TcpState;
 
 /// The kernel's command names are at most 15 bytes (TASK_COMM_LEN - 1).
@@ -81,6 +82,10 @@ pub struct MetricLabels {
     pub lport: bool,
     pub rport: bool,
     pub cgroup: bool,
+    /// The unit, container or pod (as text shows it).
+    pub service: bool,
+    /// The network namespace's inode.
+    pub netns: bool,
 }
 
 /// Report a socket that stays in `state` longer than `after`.
@@ -128,7 +133,16 @@ impl Config {
             _ => None,
         };
         let comm = args.comm.as_deref().map(comm_filter).transpose()?;
-        let cgroup = args.cgroup.as_deref().map(resolve::cgroup_id).transpose()?;
+        let cgroup = match (&args.cgroup, &args.service) {
+            (Some(path), _) => Some(resolve::cgroup_id(path)?),
+            (None, Some(name)) => Some(
+                Services::of_host()
+                    .resolve(name)
+                    .map_err(anyhow::Error::msg)?
+                    .0,
+            ),
+            (None, None) => None,
+        };
         let netns = args.netns.as_deref().map(resolve::netns).transpose()?;
         let mode = match args.snapshot {
             Some(interval) => Mode::Snapshot {
@@ -179,6 +193,8 @@ impl Config {
                 lport: args.metrics_labels.contains(&MetricLabel::Lport),
                 rport: args.metrics_labels.contains(&MetricLabel::Rport),
                 cgroup: args.metrics_labels.contains(&MetricLabel::Cgroup),
+                service: args.metrics_labels.contains(&MetricLabel::Service),
+                netns: args.metrics_labels.contains(&MetricLabel::Netns),
             },
             quiet: args.quiet,
             terminal,

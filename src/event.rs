@@ -2,9 +2,11 @@
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
+use crate::services::Service;
 use crate::skel::types::{self, conn_flags, record_flags, record_kind};
 use crate::tcp_state::TcpState;
 
@@ -85,6 +87,8 @@ pub struct Transition {
     pub twaddr: Option<u64>,
     pub owner: Option<Owner>,
     pub cgroup: Option<u64>,
+    /// The service, container or pod of that cgroup, where user space resolved it.
+    pub service: Option<Arc<Service>>,
     pub netns: u32,
     pub local: IpAddr,
     pub local_port: u16,
@@ -167,6 +171,8 @@ pub struct Notice {
     pub skaddr: Option<u64>,
     pub owner: Option<Owner>,
     pub cgroup: Option<u64>,
+    /// The service, container or pod of that cgroup, where user space resolved it.
+    pub service: Option<Arc<Service>>,
     pub netns: u32,
     pub local: IpAddr,
     pub local_port: u16,
@@ -224,6 +230,8 @@ pub struct Socket {
     pub twaddr: Option<u64>,
     pub owner: Option<Owner>,
     pub cgroup: Option<u64>,
+    /// The service, container or pod of that cgroup, where user space resolved it.
+    pub service: Option<Arc<Service>>,
     pub netns: u32,
     pub local: IpAddr,
     pub local_port: u16,
@@ -281,6 +289,7 @@ pub fn decode_socket(data: &[u8]) -> Result<Socket> {
         twaddr: (raw.twaddr != 0).then_some(raw.twaddr),
         owner: owner(raw.flags, raw.pid, &raw.comm),
         cgroup: has(raw.flags, record_flags::EVENT_F_CGROUP_KNOWN).then_some(raw.cgroup),
+        service: None,
         netns: raw.netns,
         local,
         local_port: raw.sport,
@@ -376,6 +385,7 @@ pub fn decode(data: &[u8]) -> Result<Record> {
         skaddr: (raw.skaddr != 0).then_some(raw.skaddr),
         owner: owner(raw.flags, raw.pid, &raw.comm),
         cgroup: has(raw.flags, record_flags::EVENT_F_CGROUP_KNOWN).then_some(raw.cgroup),
+        service: None,
         netns: raw.netns,
         local,
         local_port: raw.sport,
@@ -404,6 +414,7 @@ fn decode_transition(raw: &types::event, rest: &[u8]) -> Result<Transition> {
         twaddr: (raw.twaddr != 0).then_some(raw.twaddr),
         owner: owner(raw.flags, raw.pid, &raw.comm),
         cgroup: has(raw.flags, record_flags::EVENT_F_CGROUP_KNOWN).then_some(raw.cgroup),
+        service: None,
         netns: raw.netns,
         local,
         local_port: raw.sport,

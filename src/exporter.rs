@@ -65,12 +65,19 @@ impl Endpoint {
         self.warning.take()
     }
 
-    /// Sets the gauges from `table` and the programs' costs, at most once per REFRESH.
-    pub fn refresh_if_due(&mut self, table: &ConnTable, tracer: &Tracer<'_>) {
+    /// Sets the gauges from `table` and the programs' costs, at most once per REFRESH; `prepare`
+    /// brings the table up to date first (what events do not).
+    pub fn refresh_if_due(
+        &mut self,
+        table: &mut ConnTable,
+        tracer: &Tracer<'_>,
+        prepare: impl FnOnce(&mut ConnTable),
+    ) {
         if self.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {
             return;
         }
         self.refreshed = Some(Instant::now());
+        prepare(table);
         self.metrics.refresh(table, Clock::boot_now_ns());
         self.metrics.bpf_programs(&tracer.program_stats());
     }

@@ -313,6 +313,7 @@ mod tests {
             skaddr: Some(0x1000),
             owner: None,
             cgroup: None,
+            service: None,
             netns: 7,
             local: "127.0.0.1".parse().unwrap(),
             local_port: 80,

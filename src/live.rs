@@ -84,9 +84,10 @@ impl Sink for Stream {
         if self.show_connections && !self.quiet {
             tracing.push_str(" (connections shown when they end)");
         }
-        if let (Some(addr), Some((netns, _))) = (self.metrics, &session.netns) {
+        if let (Some(addr), Some(listed)) = (self.metrics, &session.listed) {
             tracing.push_str(&format!(
-                " in network namespace {netns}, metrics at http://{addr}/metrics"
+                " in {}, metrics at http://{addr}/metrics",
+                listed.describe()
             ));
         }
         eprintln!("{tracing}. Hit Ctrl-C to end.");

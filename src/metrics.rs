@@ -21,7 +21,8 @@ use crate::event::{Comm, Owner, Transition};
 use crate::lifetimes::{Connection, Ending};
 use crate::losses::LostReason;
 use crate::sanitize;
-use crate::table::ConnTable;
+use crate::services::Service;
+use crate::table::{Conn, ConnTable};
 use crate::tcp_state::TcpState;
 
 /// Series one metric may have through opt-in labels; further ones are counted under "other".
@@ -42,29 +43,63 @@ fn seconds_histogram() -> Histogram {
 }
 
 /// The opt-in label values of one socket; all None unless opted in.
-#[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
 struct Extra {
     comm: Option<Option<Comm>>,
     lport: Option<u16>,
     rport: Option<u16>,
     cgroup: Option<Option<u64>>,
+    service: Option<Option<Arc<Service>>>,
+    netns: Option<u32>,
     /// Past MAX_SERIES: the opted-in labels say "other".
     other: bool,
 }
 
+/// What the opt-in labels are read from.
+struct Labelled<'a> {
+    owner: Option<Owner>,
+    lport: u16,
+    rport: u16,
+    cgroup: Option<u64>,
+    service: &'a Option<Arc<Service>>,
+    netns: u32,
+}
+
+impl<'a> From<&'a Transition> for Labelled<'a> {
+    fn from(t: &'a Transition) -> Labelled<'a> {
+        Labelled {
+            owner: t.owner,
+            lport: t.local_port,
+            rport: t.remote_port,
+            cgroup: t.cgroup,
+            service: &t.service,
+            netns: t.netns,
+        }
+    }
+}
+
+impl<'a> From<&'a Conn> for Labelled<'a> {
+    fn from(c: &'a Conn) -> Labelled<'a> {
+        Labelled {
+            owner: c.owner,
+            lport: c.local_port,
+            rport: c.remote_port,
+            cgroup: c.cgroup,
+            service: &c.service,
+            netns: c.netns,
+        }
+    }
+}
+
 impl Extra {
-    fn of(
-        opt: MetricLabels,
-        owner: Option<Owner>,
-        lport: u16,
-        rport: u16,
-        cgroup: Option<u64>,
-    ) -> Extra {
+    fn of(opt: MetricLabels, l: Labelled<'_>) -> Extra {
         Extra {
-            comm: opt.comm.then(|| owner.map(|o| o.comm)),
-            lport: opt.lport.then_some(lport),
-            rport: opt.rport.then_some(rport),
-            cgroup: opt.cgroup.then_some(cgroup),
+            comm: opt.comm.then(|| l.owner.map(|o| o.comm)),
+            lport: opt.lport.then_some(l.lport),
+            rport: opt.rport.then_some(l.rport),
+            cgroup: opt.cgroup.then_some(l.cgroup),
+            service: opt.service.then(|| l.service.clone()),
+            netns: opt.netns.then_some(l.netns),
             other: false,
         }
     }
@@ -76,7 +111,7 @@ impl Extra {
         }
     }
 
-    fn push(self, opt: MetricLabels, labels: &mut Labels) {
+    fn push(&self, opt: MetricLabels, labels: &mut Labels) {
         let values = [
             (
                 opt.comm,
@@ -92,6 +127,16 @@ impl Extra {
                 "cgroup",
                 self.cgroup.flatten().map(|id| id.to_string()),
             ),
+            (
+                opt.service,
+                "service",
+                self.service
+                    .clone()
+                    .flatten()
+                    .filter(|s| s.is_named())
+                    .map(|s| s.label()),
+            ),
+            (opt.netns, "netns", self.netns.map(|n| n.to_string())),
         ];
         for (on, name, value) in values {
             if on {
@@ -112,7 +157,7 @@ struct Cache<K, M> {
     handles: HashMap<K, M>,
 }
 
-impl<K: Copy + Eq + Hash, M: Clone> Cache<K, M> {
+impl<K: Eq + Hash, M: Clone> Cache<K, M> {
     fn new() -> Cache<K, M> {
         Cache {
             handles: HashMap::new(),
@@ -123,9 +168,9 @@ impl<K: Copy + Eq + Hash, M: Clone> Cache<K, M> {
     fn get<C>(
         &mut self,
         family: &Family<Labels, M, C>,
-        key: impl Fn(Extra) -> K,
-        extra: Extra,
-        labels: impl Fn(Extra) -> Labels,
+        key: impl Fn(&Extra) -> K,
+        extra: &Extra,
+        labels: impl Fn(&Extra) -> Labels,
     ) -> M
     where
         C: prometheus_client::metrics::family::MetricConstructor<M>,
@@ -133,8 +178,10 @@ impl<K: Copy + Eq + Hash, M: Clone> Cache<K, M> {
         if let Some(m) = self.handles.get(&key(extra)) {
             return m.clone();
         }
+        let overflow;
         let extra = if self.handles.len() >= MAX_SERIES {
-            extra.overflow()
+            overflow = extra.clone().overflow();
+            &overflow
         } else {
             extra
         };
@@ -235,7 +282,7 @@ fn registered<M: prometheus_client::registry::Metric + Clone>(
     metric
 }
 
-fn state_labels(opt: MetricLabels, state: TcpState, extra: Extra) -> Labels {
+fn state_labels(opt: MetricLabels, state: TcpState, extra: &Extra) -> Labels {
     let mut labels = vec![("state", state.name().to_string())];
     extra.push(opt, &mut labels);
     labels
@@ -306,13 +353,13 @@ impl Metrics {
 
     pub fn transition(&mut self, t: &Transition) {
         let opt = self.opt;
-        let extra = Extra::of(opt, t.owner, t.local_port, t.remote_port, t.cgroup);
+        let extra = Extra::of(opt, Labelled::from(t));
         let (old, new) = (t.old, t.new);
         self.transition_handles
             .get(
                 &self.transitions,
-                |e| (old, new, e),
-                extra,
+                |e| (old, new, e.clone()),
+                &extra,
                 |e| {
                     let mut labels = vec![
                         ("old_state", old.name().to_string()),
@@ -327,8 +374,8 @@ impl Metrics {
             self.state_handles
                 .get(
                     &self.state_seconds,
-                    |e| (old, e),
-                    extra,
+                    |e| (old, e.clone()),
+                    &extra,
                     |e| state_labels(opt, old, e),
                 )
                 .observe(ms / 1_000.0);
@@ -338,13 +385,13 @@ impl Metrics {
     pub fn connection(&mut self, c: &Connection) {
         let opt = self.opt;
         let t = &c.last;
-        let extra = Extra::of(opt, t.owner, t.local_port, t.remote_port, t.cgroup);
+        let extra = Extra::of(opt, Labelled::from(t));
         let end = c.ending.index();
         self.ended_handles
             .get(
                 &self.ended,
-                |e| (end, e),
-                extra,
+                |e| (end, e.clone()),
+                &extra,
                 |e| {
                     let mut labels = vec![("end", Ending::NAMES[end].to_string())];
                     e.push(opt, &mut labels);
@@ -356,8 +403,8 @@ impl Metrics {
             self.bytes_handles
                 .get(
                     &self.bytes,
-                    |e| (sent, e),
-                    extra,
+                    |e| (sent, e.clone()),
+                    &extra,
                     |e| {
                         let direction = if sent { "sent" } else { "received" };
                         let mut labels = vec![("direction", direction.to_string())];
@@ -370,8 +417,8 @@ impl Metrics {
         self.retransmit_handles
             .get(
                 &self.retransmits,
-                |e| e,
-                extra,
+                |e| e.clone(),
+                &extra,
                 |e| {
                     let mut labels = Vec::new();
                     e.push(opt, &mut labels);
@@ -383,8 +430,8 @@ impl Metrics {
             self.lifetime_handles
                 .get(
                     &self.lifetime_seconds,
-                    |e| e,
-                    extra,
+                    |e| e.clone(),
+                    &extra,
                     |e| {
                         let mut labels = Vec::new();
                         e.push(opt, &mut labels);
@@ -408,7 +455,7 @@ impl Metrics {
         let mut holders: HashMap<Option<Owner>, i64> = HashMap::new();
         let mut oldest = 0u64;
         for c in table.conns() {
-            let extra = Extra::of(opt, c.owner, c.local_port, c.remote_port, c.cgroup);
+            let extra = Extra::of(opt, Labelled::from(c));
             *counts.entry((c.state, extra)).or_default() += 1;
             if c.state == TcpState::CloseWait {
                 *holders.entry(c.owner).or_default() += 1;
@@ -427,12 +474,12 @@ impl Metrics {
                 continue;
             }
             series += 1;
-            let labels = state_labels(opt, state, extra);
+            let labels = state_labels(opt, state, &extra);
             self.connections.get_or_create(&labels).set(n);
             set.insert(labels);
         }
         for (state, n) in overflow {
-            let labels = state_labels(opt, state, Extra::default().overflow());
+            let labels = state_labels(opt, state, &Extra::default().overflow());
             self.connections.get_or_create(&labels).set(n);
             set.insert(labels);
         }

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::alerts::Alert;
 use crate::event::Owner;
 use crate::lifetimes::Ending;
+use crate::services::Service;
 use crate::table::{Age, Conn, ConnTable};
 use crate::tcp_state::TcpState;
 
@@ -19,6 +21,16 @@ const TOP: usize = 5;
 pub struct Holder {
     pub owner: Option<Owner>,
     pub count: u64,
+    pub oldest: Option<Age>,
+}
+
+/// Where sockets of one state are, by service (unit, container or pod).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceCount {
+    /// None: sockets of no named service (the root cgroup, a slice, or unknown).
+    pub service: Option<Arc<Service>>,
+    pub count: u64,
+    /// The oldest of them (CLOSE_WAIT: how long the oldest leak has waited).
     pub oldest: Option<Age>,
 }
 
@@ -47,12 +59,18 @@ pub struct Report<'a> {
     /// Sorted: LISTEN first, then by state, local and remote address.
     pub conns: Vec<&'a Conn>,
     pub close_wait: Vec<Holder>,
+    /// CLOSE_WAIT and TIME_WAIT by service, largest first; empty when no socket of that state
+    /// belongs to a named service.
+    pub close_wait_services: Vec<ServiceCount>,
+    pub time_wait_services: Vec<ServiceCount>,
     pub time_wait: Option<Pattern>,
     pub fin_wait2: Option<Pattern>,
     /// Connections that ended in the interval, by Ending::index.
     pub ended: [u64; Ending::NAMES.len()],
     /// Sockets newly over an --alert threshold.
     pub alerts: Vec<Alert>,
+    /// Names of network namespaces (ip netns, docker), by inode, for display.
+    pub netns_names: HashMap<u32, String>,
 }
 
 impl<'a> Report<'a> {
@@ -89,11 +107,14 @@ impl<'a> Report<'a> {
             transitions,
             lost,
             close_wait: close_wait_holders(&conns, now_ns),
+            close_wait_services: by_service(&conns, TcpState::CloseWait, now_ns),
+            time_wait_services: by_service(&conns, TcpState::TimeWait, now_ns),
             time_wait: pattern(&conns, TcpState::TimeWait),
             fin_wait2: pattern(&conns, TcpState::FinWait2),
             conns,
             ended: [0; Ending::NAMES.len()],
             alerts: Vec::new(),
+            netns_names: HashMap::new(),
         }
     }
 
@@ -145,6 +166,46 @@ fn close_wait_holders(conns: &[&Conn], now_ns: u64) -> Vec<Holder> {
     let mut holders: Vec<Holder> = by_owner.into_values().collect();
     holders.sort_by(|a, b| (b.count, b.oldest.map(Age::ns)).cmp(&(a.count, a.oldest.map(Age::ns))));
     holders
+}
+
+/// Sockets of `state` by service, the largest TOP groups first (then the oldest); none when
+/// no socket of that state has a named service.
+fn by_service(conns: &[&Conn], state: TcpState, now_ns: u64) -> Vec<ServiceCount> {
+    let named = |c: &&&Conn| c.service.as_deref().is_some_and(Service::is_named);
+    let in_state: Vec<&&Conn> = conns.iter().filter(|c| c.state == state).collect();
+    if !in_state.iter().any(named) {
+        return Vec::new();
+    }
+    let mut groups: HashMap<Option<&str>, ServiceCount> = HashMap::new();
+    for c in in_state {
+        let service = c.service.as_ref().filter(|s| s.is_named());
+        let group = groups
+            .entry(service.map(|s| s.path.as_str()))
+            .or_insert(ServiceCount {
+                service: service.cloned(),
+                count: 0,
+                oldest: None,
+            });
+        group.count += 1;
+        if let Some(age) = c.age(now_ns) {
+            if group.oldest.is_none_or(|old| age.ns() > old.ns()) {
+                group.oldest = Some(age);
+            }
+        }
+    }
+    let mut groups: Vec<ServiceCount> = groups.into_values().collect();
+    groups.sort_by(|a, b| {
+        (b.count, b.oldest.map(Age::ns))
+            .cmp(&(a.count, a.oldest.map(Age::ns)))
+            .then_with(|| {
+                a.service
+                    .as_ref()
+                    .map(|s| &s.path)
+                    .cmp(&b.service.as_ref().map(|s| &s.path))
+            })
+    });
+    groups.truncate(TOP);
+    groups
 }
 
 /// Groups sockets of `state` by remote endpoint and by local port, and keeps the grouping whose

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, NSFS_MAGIC};
 
+use crate::services;
+
 /// `ioctl(fd, NS_GET_NSTYPE)` from linux/nsfs.h: the CLONE_NEW* type of a namespace file.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
@@ -139,12 +141,7 @@ fn io_reason(err: &std::io::Error) -> String {
 fn cgroup2_mount() -> Result<PathBuf> {
     let mounts =
         std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
-    mounts
-        .lines()
-        .map(|line| line.split(' ').collect::<Vec<_>>())
-        .find(|fields| fields.len() > 2 && fields[2] == "cgroup2")
-        .map(|fields| PathBuf::from(fields[1]))
-        .context("--cgroup: no cgroup2 file system is mounted")
+    services::cgroup2_mount(&mounts).context("--cgroup: no cgroup2 file system is mounted")
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! the lifetimes and the metrics and then into the mode's sink, loss accounting, and the final
 //! counts. The modes (live.rs, snapshots.rs) are sinks and know nothing of each other.
 
-use std::fs::File;
 use std::mem::MaybeUninit;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -18,6 +17,8 @@ use crate::event::{Inbox, Record};
 use crate::exporter::{Endpoint, Exporter};
 use crate::lifetimes::{Connection, Lifetimes};
 use crate::losses::{Losses, LostReason};
+use crate::namespaces::{self, Namespace};
+use crate::services::Services;
 use crate::table::ConnTable;
 use crate::{preflight, resolve, signals};
 
@@ -90,20 +91,70 @@ pub struct Session<'t> {
     pub tracer: &'t Tracer<'t>,
     /// The live connection table, where the run keeps one (snapshots, alerts, metrics).
     pub table: Option<ConnTable>,
-    /// The network namespace the table lists, and a file of it when it is not ours.
-    pub netns: Option<(u32, Option<File>)>,
+    /// The network namespaces the table lists: every one (by default) or the --netns one.
+    pub listed: Option<Listed>,
     pub clock: Clock,
+    /// Cgroup ids to services, containers and pods.
+    pub services: Services,
     lifetimes: Option<Lifetimes>,
     endpoint: Option<Endpoint>,
     alerts: Alerts,
     losses: Losses,
 }
 
+/// The network namespaces whose sockets seed the table.
+pub struct Listed {
+    pub namespaces: Vec<Namespace>,
+    /// Every namespace on the host (new ones join through the events), not only --netns.
+    pub every: bool,
+}
+
+impl Listed {
+    /// Those of --netns, or every one.
+    fn for_config(config: &Config) -> Result<Listed> {
+        if config.filters.netns.is_none() {
+            return Ok(Listed {
+                namespaces: namespaces::all()?,
+                every: true,
+            });
+        }
+        let (inode, file) =
+            resolve::netns_to_list(config.filters.netns, config.netns_path.as_deref())?;
+        let name = config
+            .netns_path
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned());
+        Ok(Listed {
+            namespaces: vec![Namespace { inode, file, name }],
+            every: false,
+        })
+    }
+
+    /// Hands `each` every TCP socket of the listed namespaces, as the iterator reads them.
+    pub fn dump(
+        &self,
+        tracer: &Tracer<'_>,
+        each: impl FnMut(crate::event::Socket) + Send,
+    ) -> Result<()> {
+        let files: Vec<_> = self.namespaces.iter().map(|ns| ns.file.as_ref()).collect();
+        tracer.dump_sockets(&files, each)
+    }
+
+    /// How the start line names them.
+    pub fn describe(&self) -> String {
+        match (self.every, self.namespaces.as_slice()) {
+            (false, [ns]) => format!("network namespace {}", ns.inode),
+            _ => format!("every network namespace ({} now)", self.namespaces.len()),
+        }
+    }
+}
+
 /// The decisions made from the config before anything loads.
 struct Setup {
     listener: Option<TcpListener>,
     filters: Filters,
-    netns: Option<(u32, Option<File>)>,
+    listed: Option<Listed>,
     parts: Parts,
     /// The table keeps only these states (0: all).
     table_states: u32,
@@ -119,14 +170,10 @@ impl Setup {
         let metrics = listener.is_some();
         // Snapshots, gauges and alerts read a table seeded from the sockets that exist.
         let keeps_table = snapshot || metrics || !alerts.is_empty();
-        let netns = keeps_table
-            .then(|| resolve::netns_to_list(config.filters.netns, config.netns_path.as_deref()))
+        let listed = keeps_table
+            .then(|| Listed::for_config(config))
             .transpose()?;
-        let mut filters = config.filters.clone();
-        if snapshot || metrics {
-            // Snapshots and gauges describe one namespace's sockets, as ss and node_exporter do.
-            filters.netns = netns.as_ref().map(|(target, _)| *target);
-        }
+        let filters = config.filters.clone();
         // A single snapshot is the iterators' view alone: no events to apply, no hooks to load.
         let one_shot = snapshot && config.count == Some(1) && !metrics;
         let parts = Parts {
@@ -152,7 +199,7 @@ impl Setup {
                 alerts.state_mask()
             },
             filters,
-            netns,
+            listed,
             parts,
             lifetimes: snapshot || config.lifetimes || metrics,
         })
@@ -180,11 +227,15 @@ pub fn run<S: Sink>(config: &Config, sink_for: impl FnOnce(Clock) -> S) -> Resul
     let clock = Clock::measure();
     let inbox = Inbox::default();
     let ring = tracer.ring_buffer(|data| inbox.receive(data))?;
+    let mut services = Services::of_host();
     let mut table = None;
-    if let Some((_, netns_file)) = &setup.netns {
+    if let Some(listed) = &setup.listed {
         let mut seeded = ConnTable::new(setup.table_states);
         // Read after the hooks are attached, so no socket falls between the two.
-        tracer.dump_sockets(netns_file.as_ref(), |s| seeded.seed_socket(s))?;
+        listed.dump(&tracer, |mut s| {
+            s.service = s.cgroup.and_then(|id| services.of(id));
+            seeded.seed_socket(s)
+        })?;
         table = Some(seeded);
     }
     let endpoint = setup
@@ -194,8 +245,9 @@ pub fn run<S: Sink>(config: &Config, sink_for: impl FnOnce(Clock) -> S) -> Resul
     let mut session = Session {
         tracer: &tracer,
         table,
-        netns: setup.netns,
+        listed: setup.listed,
         clock,
+        services,
         lifetimes: setup.lifetimes.then(Lifetimes::default),
         endpoint,
         alerts,
@@ -252,8 +304,11 @@ impl Session<'_> {
             self.read_ring(ring, inbox, sink)?;
             let now = Instant::now();
             self.end_connections(sink, now, stopping);
-            if let (Some(e), Some(table)) = (&mut self.endpoint, &self.table) {
-                e.refresh_if_due(table, self.tracer);
+            if let (Some(e), Some(table)) = (&mut self.endpoint, &mut self.table) {
+                let services = &mut self.services;
+                e.refresh_if_due(table, self.tracer, |table| {
+                    table.resolve_services(|id| services.of(id))
+                });
             }
             let alerts_due = if sink.alerts_on_ticks() {
                 due
@@ -300,7 +355,8 @@ impl Session<'_> {
             let now = Instant::now();
             let mut batch = inbox.take();
             // Read in place, then cleared: moving each record out would copy it once more.
-            for record in batch.iter() {
+            for record in batch.iter_mut() {
+                self.name_service(record);
                 self.take(record, now);
                 sink.record(record);
             }
@@ -312,6 +368,17 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The service, container or pod of the record's cgroup.
+    fn name_service(&mut self, record: &mut Record) {
+        let (cgroup, service) = match record {
+            Record::Transition(t) | Record::Handover(t) | Record::Owner(t) => {
+                (t.cgroup, &mut t.service)
+            }
+            Record::Notice(n) => (n.cgroup, &mut n.service),
+        };
+        *service = cgroup.and_then(|id| self.services.of(id));
     }
 
     /// The one place a record reaches the table, the lifetimes and the metrics.

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::event::Record;
 use crate::lifetimes::{Connection, Ending};
 use crate::losses::LostReason;
+use crate::namespaces;
 use crate::plural::counted;
 use crate::render::snapshot::{self, SnapshotRenderer, Style};
 use crate::report::Report;
@@ -64,12 +65,9 @@ impl Ticker {
         let Some(table) = session.table.as_mut() else {
             return Ok(());
         };
-        if self.info && self.shown > 0 {
+        if let (true, true, Some(listed)) = (self.info, self.shown > 0, &session.listed) {
             // Figures as they are now, for every connection still there.
-            let netns_file = session.netns.as_ref().and_then(|(_, file)| file.as_ref());
-            session
-                .tracer
-                .dump_sockets(netns_file, |s| table.refresh_info(&s))?;
+            listed.dump(session.tracer, |s| table.refresh_info(&s))?;
         }
         if session.tracer.hooked() {
             // Who holds each socket now, as ss -p finds it: what no call on a socket shows
@@ -78,6 +76,8 @@ impl Ticker {
             let walked_ns = Clock::boot_now_ns();
             table.refresh_holders(&session.tracer.walk_owners()?, walked_ns);
         }
+        let services = &mut session.services;
+        table.resolve_services(|id| services.of(id));
         let now_ns = Clock::boot_now_ns();
         let transitions = table.take_transitions();
         let mut report = Report::new(
@@ -89,6 +89,9 @@ impl Ticker {
             self.interval,
         );
         report.ended = std::mem::take(&mut self.ended);
+        if let Some(listed) = &session.listed {
+            report.netns_names = namespaces::names(&listed.namespaces);
+        }
         report.alerts = std::mem::take(&mut self.alerts);
         if !self.quiet {
             self.renderer.snapshot(&mut self.out, &report)?;
@@ -138,13 +141,16 @@ impl Sink for Ticker {
         let now = Instant::now();
         self.snapshot(session)?;
         if self.shown == 0 {
-            let target = session.netns.as_ref().map_or(0, |(target, _)| *target);
+            let scope = session
+                .listed
+                .as_ref()
+                .map_or(String::new(), |listed| format!(" in {}", listed.describe()));
             let metrics_at = self
                 .metrics
                 .map(|addr| format!(", metrics at http://{addr}/metrics"))
                 .unwrap_or_default();
             eprintln!(
-                "Tracing TCP state transitions in network namespace {target}, a snapshot every {}{metrics_at}. Hit Ctrl-C to end.",
+                "Tracing TCP state transitions{scope}, a snapshot every {}{metrics_at}. Hit Ctrl-C to end.",
                 humantime::format_duration(self.interval)
             );
         }

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use crate::event::{Owner, Socket, SocketInfo, Transition};
 use crate::holders::Holdings;
+use crate::services::Service;
 use crate::tcp_state::TcpState;
 
 /// How long a connection has been in its state, as far as is known.
@@ -38,6 +40,8 @@ pub struct Conn {
     pub state: TcpState,
     pub owner: Option<Owner>,
     pub cgroup: Option<u64>,
+    /// The service, container or pod of that cgroup.
+    pub service: Option<Arc<Service>>,
     pub netns: u32,
     /// CLOCK_BOOTTIME when it entered `state`, if seen.
     pub since_ns: Option<u64>,
@@ -122,6 +126,7 @@ impl ConnTable {
                 state: s.state,
                 owner: s.owner,
                 cgroup: s.cgroup,
+                service: s.service,
                 netns: s.netns,
                 since_ns: s.since_ns,
                 idle: s.idle_ns.map(|idle| (idle, s.read_ns)),
@@ -199,6 +204,7 @@ impl ConnTable {
             conn.owner = t.owner;
             if t.cgroup.is_some() {
                 conn.cgroup = t.cgroup;
+                conn.service = t.service.clone();
             }
             return;
         }
@@ -213,6 +219,7 @@ impl ConnTable {
                 state: t.new,
                 owner: t.owner,
                 cgroup: t.cgroup,
+                service: t.service.clone(),
                 netns: t.netns,
                 since_ns: Some(t.ts_ns),
                 idle: None,
@@ -242,6 +249,16 @@ impl ConnTable {
                 conn.owner = Some(holding.owner);
             }
             conn.holders = Some(holding.map_or(0, |h| h.holders));
+        }
+    }
+
+    /// Names the services of sockets whose cgroup was not in the tree when they were added
+    /// (a container started after the tree was read).
+    pub fn resolve_services(&mut self, mut service: impl FnMut(u64) -> Option<Arc<Service>>) {
+        for conn in self.conns.values_mut() {
+            if conn.service.is_none() {
+                conn.service = conn.cgroup.and_then(&mut service);
+            }
         }
     }
 
@@ -288,6 +305,7 @@ pub(crate) mod tests {
                 comm: Comm::new(b"srv"),
             }),
             cgroup: Some(1),
+            service: None,
             netns: 7,
             local: "127.0.0.1".parse().unwrap(),
             local_port: 80,
@@ -309,6 +327,7 @@ pub(crate) mod tests {
             twaddr: None,
             owner: None,
             cgroup: Some(1),
+            service: None,
             netns: 7,
             local: "127.0.0.1".parse().unwrap(),
             local_port: 80,

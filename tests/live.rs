@@ -247,11 +247,11 @@ fn csv_output_has_a_header_and_json_fields() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "time,skaddr,pid,comm,family,laddr,lport,raddr,rport,oldstate,newstate,ms,netns,cgroup,error,type,reason"
+        "time,skaddr,pid,comm,family,laddr,lport,raddr,rport,oldstate,newstate,ms,netns,cgroup,error,type,reason,cgroup_path,unit,container_id,pod_uid"
     );
     assert_eq!(lines.len(), 13, "{}", out.stdout);
     let first: Vec<&str> = lines[1].split(',').collect();
-    assert_eq!(first.len(), 17);
+    assert_eq!(first.len(), 21);
     assert!(first[0].ends_with('Z') && first[0].len() == "2026-01-01T00:00:00.000000Z".len());
     assert!(
         first[1].starts_with("0xff") && first[1].len() == 18,
@@ -274,7 +274,9 @@ fn csv_output_has_a_header_and_json_fields() {
         ]
     );
     assert_eq!(first[12], ns.inode().to_string());
-    assert_eq!(&first[14..], ["", "transition", ""]);
+    assert_eq!(&first[14..17], ["", "transition", ""]);
+    // The server's cgroup, wherever the tests run: a path, and what it names, if anything.
+    assert!(first[17].starts_with('/'), "{}", lines[1]);
 }
 
 #[test]

@@ -257,6 +257,14 @@ fn connections_between_snapshots_show_in_the_transitions() {
     server.finish();
 }
 
+/// What the tests' own cgroup names (a unit, a container), if anything.
+fn own_service() -> Option<String> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let service = tcpstates::services::Service::from_path(path);
+    service.is_named().then(|| service.label())
+}
+
 #[test]
 fn text_csv_and_summary_forms() {
     let ns = Netns::new();
@@ -280,15 +288,35 @@ fn text_csv_and_summary_forms() {
     let text = with(&[]);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].ends_with("  1 socket: LISTEN 1  lost 0"), "{text}");
-    assert_eq!(
-        lines[1],
-        "Proto  Local Address  Foreign Address  State   PID/Program name  In state"
-    );
     let owner = format!("{}/tcp_peer", server.pid);
-    assert_eq!(
-        lines[2],
-        format!("tcp6   [::1]:8080     [::]:*           LISTEN  {owner:<16}  -")
-    );
+    // The server runs in the tests' cgroup: a Service column where that names a unit.
+    match own_service() {
+        None => {
+            assert_eq!(
+                lines[1],
+                "Proto  Local Address  Foreign Address  State   PID/Program name  In state"
+            );
+            assert_eq!(
+                lines[2],
+                format!("tcp6   [::1]:8080     [::]:*           LISTEN  {owner:<16}  -")
+            );
+        }
+        Some(label) => {
+            let cells: Vec<&str> = lines[2].split_whitespace().collect();
+            assert_eq!(
+                cells,
+                [
+                    "tcp6",
+                    "[::1]:8080",
+                    "[::]:*",
+                    "LISTEN",
+                    &owner,
+                    &label,
+                    "-"
+                ]
+            );
+        }
+    }
     assert_eq!(lines[3], "Transitions in the last 1s: none");
     assert!(!text.contains('\x1b'), "no colour when piped");
 
@@ -296,7 +324,7 @@ fn text_csv_and_summary_forms() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(
         rows[0],
-        "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,holders"
+        "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,cgroup_path,unit,container_id,pod_uid,holders"
     );
     let row = format!(
         ",ipv6,::1,8080,::,0,LISTEN,{},tcp_peer,,,{},",
@@ -385,13 +413,14 @@ fn info_columns_show_rtt_retransmits_and_data_in_flight() {
         .map(str::trim)
         .filter(|c| !c.is_empty())
         .collect();
+    let at = header.iter().position(|h| *h == "In state").unwrap();
     assert_eq!(
-        header[5..],
+        header[at..],
         ["In state", "RTT ms", "Retrans", "Unacked", "In flight"]
     );
     let out = Tool::start(&[&args[..], &["-o", "csv"]].concat()).wait();
     assert!(
-        out.stdout.starts_with("time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,holders,srtt_ms,retrans,unacked,bytes_in_flight\n"),
+        out.stdout.starts_with("time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,cgroup_path,unit,container_id,pod_uid,holders,srtt_ms,retrans,unacked,bytes_in_flight\n"),
         "{}",
         out.stdout
     );

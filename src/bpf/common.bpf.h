@@ -291,13 +291,18 @@ static __always_inline void set_cgroup(struct sock_info *info, const struct tcp_
 	const struct sock *sk = (const struct sock *)tp;
 	struct cgroup *cg;
 
-	/* Older kernels packed the socket's cgroup differently: leave it unknown there. */
-	if (!bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
-		return;
-	cg = sk->sk_cgrp_data.cgroup;
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) {
+		cg = sk->sk_cgrp_data.cgroup;
+	} else {
+		/* Before 5.15 the pointer shares a word with cgroup v1 data: bit 0 set means
+		 * the word holds v1 data (net_cls, net_prio), not a cgroup. */
+		__u64 val = BPF_CORE_READ(sk, sk_cgrp_data.val);
+
+		cg = val & 1 ? NULL : (struct cgroup *)val;
+	}
 	if (!cg)
 		return;
-	info->cgroup = cg->kn->id;
+	info->cgroup = BPF_CORE_READ(cg, kn, id);
 	info->flags |= EVENT_F_CGROUP_KNOWN;
 	if (filter_cgroup && cgroup_inside_filter(cg))
 		info->flags |= SOCK_F_CGROUP_MATCH;

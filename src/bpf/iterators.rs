@@ -56,12 +56,12 @@ impl Tracer<'_> {
         Ok((link, iter))
     }
 
-    /// Hands `each` every TCP socket that exists now, read by the iter/tcp program in the
-    /// network namespace `netns` (an open namespace file), or in the caller's own when None.
+    /// Hands `each` every TCP socket that exists now, read by the iter/tcp program in each
+    /// network namespace of `netns` (an open namespace file, or None for the caller's own).
     /// `each` may run on another thread.
     pub fn dump_sockets(
         &self,
-        netns: Option<&File>,
+        netns: &[Option<&File>],
         mut each: impl FnMut(Socket) + Send,
     ) -> Result<()> {
         let link = self.skel.progs.dump_sockets.attach().map_err(|err| {
@@ -70,9 +70,15 @@ impl Tracer<'_> {
                 libbpf_says()
             )
         })?;
-        let mut iter = tcp_iter_in(&link, netns)?;
+        // Each namespace's walk reads the whole hash table, skipping other namespaces' sockets.
+        let walk_all = |hand_on: &mut dyn FnMut(Vec<Socket>)| -> Result<()> {
+            for ns in netns {
+                read_sockets(&mut tcp_iter_in(&link, *ns)?, &mut *hand_on)?;
+            }
+            Ok(())
+        };
         if self.parts.hooks {
-            return read_sockets(&mut iter, |batch| batch.into_iter().for_each(&mut each));
+            return walk_all(&mut |batch| batch.into_iter().for_each(&mut each));
         }
         // Without hooks the owners come from a walk of every task's files, as `ss -p` does it.
         // The two walks are independent, so they run at the same time; the task_file walk is
@@ -108,7 +114,7 @@ impl Tracer<'_> {
                 Ok(())
             });
             // A send fails only once the joiner has stopped on an error, which join returns.
-            let sockets = read_sockets(&mut iter, |batch| drop(batches.send(batch)));
+            let sockets = walk_all(&mut |batch| drop(batches.send(batch)));
             drop(batches);
             let joined = joiner
                 .join()
@@ -170,7 +176,7 @@ fn read_records(
 }
 
 /// Runs the tcp iterator and hands on the sockets it wrote, a batch per read.
-fn read_sockets(iter: &mut libbpf_rs::Iter, mut each: impl FnMut(Vec<Socket>)) -> Result<()> {
+fn read_sockets(iter: &mut libbpf_rs::Iter, each: &mut dyn FnMut(Vec<Socket>)) -> Result<()> {
     read_records(
         iter,
         SOCKET_RECORD_SIZE,

@@ -181,7 +181,8 @@ struct cgroup {
 };
 
 struct sock_cgroup_data {
-	struct cgroup *cgroup;
+	struct cgroup *cgroup; /* 5.15 on */
+	__u64 val;             /* before: the pointer, or cgroup v1 data if bit 0 is set */
 };
 
 typedef struct {

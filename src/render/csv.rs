@@ -49,6 +49,10 @@ struct Row<'a> {
     kind: &'static str,
     /// A drop's reason; an alert's threshold in ms.
     reason: Option<Cow<'a, str>>,
+    cgroup_path: Option<&'a str>,
+    unit: Option<&'a str>,
+    container_id: Option<&'a str>,
+    pod_uid: Option<&'a str>,
 }
 
 impl<'a> From<TransitionRecord<'a>> for Row<'a> {
@@ -71,6 +75,10 @@ impl<'a> From<TransitionRecord<'a>> for Row<'a> {
             error: r.error,
             kind: "transition",
             reason: None,
+            cgroup_path: r.cgroup_path,
+            unit: r.unit,
+            container_id: r.container_id,
+            pod_uid: r.pod_uid,
         }
     }
 }
@@ -146,14 +154,20 @@ impl Renderer for CsvRenderer {
             error: None,
             kind: notice.kind.name(),
             reason: r.reason.map(Cow::Borrowed),
+            cgroup_path: r.cgroup_path,
+            unit: r.unit,
+            container_id: r.container_id,
+            pod_uid: r.pod_uid,
         };
         self.write(out, &row);
     }
 
     fn connection(&mut self, out: &mut Vec<u8>, connection: &Connection) {
+        let record = ConnectionRecord::new(connection, &self.clock);
         let record = ConnectionRecord {
             kind: None,
-            ..ConnectionRecord::new(connection, &self.clock)
+            comm: record.comm.map(Name::escaped),
+            ..record
         };
         self.write(out, &record);
     }
@@ -178,6 +192,10 @@ impl Renderer for CsvRenderer {
             error: None,
             kind: "alert",
             reason: Some(Cow::Owned(r.threshold_ms.to_string())),
+            cgroup_path: r.cgroup_path,
+            unit: r.unit,
+            container_id: r.container_id,
+            pod_uid: r.pod_uid,
         };
         self.write(out, &row);
     }
@@ -202,10 +220,10 @@ mod tests {
         renderer.transition(&mut out, &fixtures::hostile_comm());
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "time,skaddr,pid,comm,family,laddr,lport,raddr,rport,oldstate,newstate,ms,netns,cgroup,error,type,reason\n\
-             2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,SYN_SENT,ESTABLISHED,1.373,4026531840,4321,,transition,\n\
-             2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,,,ipv6,2001:db8::1,443,2001:db8:ffff:ffff:ffff:ffff:ffff:2,50000,ESTABLISHED,CLOSE_WAIT,,4026531840,0,,transition,\n\
-             2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,7,\"a,\"\"b\\x1b[31m\",ipv4,127.0.0.1,63446,127.0.0.2,80,SYN_SENT,ESTABLISHED,1.373,4026531840,4321,,transition,\n"
+            "time,skaddr,pid,comm,family,laddr,lport,raddr,rport,oldstate,newstate,ms,netns,cgroup,error,type,reason,cgroup_path,unit,container_id,pod_uid\n\
+             2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,SYN_SENT,ESTABLISHED,1.373,4026531840,4321,,transition,,/system.slice/curl-test.service,curl-test.service,,\n\
+             2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,,,ipv6,2001:db8::1,443,2001:db8:ffff:ffff:ffff:ffff:ffff:2,50000,ESTABLISHED,CLOSE_WAIT,,4026531840,0,,transition,,,,,\n\
+             2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,7,\"a,\"\"b\\x1b[31m\",ipv4,127.0.0.1,63446,127.0.0.2,80,SYN_SENT,ESTABLISHED,1.373,4026531840,4321,,transition,,/system.slice/curl-test.service,curl-test.service,,\n"
         );
     }
 
@@ -220,9 +238,9 @@ mod tests {
         assert_eq!(
             got.lines().skip(1).collect::<Vec<_>>(),
             [
-                "2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,SYN_SENT,CLOSE,1.373,4026531840,4321,ECONNREFUSED,transition,",
-                "2023-11-14T22:13:20.123456Z,,,,ipv4,127.0.0.1,9,127.0.0.2,40000,,,,4026531840,0,,drop,NO_SOCKET",
-                "2023-11-14T22:13:51.123456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,CLOSE_WAIT,,31000.0,4026531840,4321,,alert,30000",
+                "2023-11-14T22:13:20.123456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,SYN_SENT,CLOSE,1.373,4026531840,4321,ECONNREFUSED,transition,,/system.slice/curl-test.service,curl-test.service,,",
+                "2023-11-14T22:13:20.123456Z,,,,ipv4,127.0.0.1,9,127.0.0.2,40000,,,,4026531840,0,,drop,NO_SOCKET,,,,",
+                "2023-11-14T22:13:51.123456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,CLOSE_WAIT,,31000.0,4026531840,4321,,alert,30000,/system.slice/curl-test.service,curl-test.service,,",
             ]
         );
     }
@@ -234,8 +252,8 @@ mod tests {
         renderer.connection(&mut out, &fixtures::connection());
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "time,start,skaddr,pid,comm,family,laddr,lport,raddr,rport,side,duration_ms,tx_bytes,rx_bytes,retrans_bytes,segs_out,segs_in,retrans,srtt_ms,min_rtt_ms,closed_first,end,oldstate,newstate,netns,cgroup\n\
-             2023-11-14T22:13:20.123456Z,2023-11-14T22:13:19.623456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,active,500.0,1000,20,0,6,5,0,0.061,0.023,local,fin,FIN_WAIT2,TIME_WAIT,4026531840,4321\n"
+            "time,start,skaddr,pid,comm,family,laddr,lport,raddr,rport,side,duration_ms,tx_bytes,rx_bytes,retrans_bytes,segs_out,segs_in,retrans,srtt_ms,min_rtt_ms,closed_first,end,oldstate,newstate,netns,cgroup,cgroup_path,unit,container_id,pod_uid\n\
+             2023-11-14T22:13:20.123456Z,2023-11-14T22:13:19.623456Z,0xffff9fd7e8192000,22384,curl,ipv4,127.0.0.1,63446,127.0.0.2,80,active,500.0,1000,20,0,6,5,0,0.061,0.023,local,fin,FIN_WAIT2,TIME_WAIT,4026531840,4321,/system.slice/curl-test.service,curl-test.service,,\n"
         );
     }
 }

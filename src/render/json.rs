@@ -89,7 +89,8 @@ mod tests {
                 r#"{"type":"transition","time":"2023-11-14T22:13:20.123456Z","skaddr":"0xffff9fd7e8192000","#,
                 r#""pid":22384,"comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"#,
                 r#""raddr":"127.0.0.2","rport":80,"oldstate":"SYN_SENT","newstate":"ESTABLISHED","#,
-                r#""ms":1.373,"netns":4026531840,"cgroup":4321,"error":null}"#,
+                r#""ms":1.373,"netns":4026531840,"cgroup":4321,"error":null,"#,
+                r#""cgroup_path":"/system.slice/curl-test.service","unit":"curl-test.service","container_id":null,"pod_uid":null}"#,
                 "\n"
             )
         );
@@ -102,7 +103,10 @@ mod tests {
             line.contains(r#""oldstate":"SYN_SENT","newstate":"CLOSE","#),
             "{line}"
         );
-        assert!(line.ends_with("\"error\":\"ECONNREFUSED\"}\n"), "{line}");
+        assert!(
+            line.contains("\"error\":\"ECONNREFUSED\",\"cgroup_path\""),
+            "{line}"
+        );
     }
 
     #[test]
@@ -120,22 +124,26 @@ mod tests {
                 r#""skaddr":"0xffff9fd7e8192000","pid":22384,"comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"#,
                 r#""raddr":"127.0.0.2","rport":80,"side":"active","duration_ms":500.0,"tx_bytes":1000,"rx_bytes":20,"#,
                 r#""retrans_bytes":0,"segs_out":6,"segs_in":5,"retrans":0,"srtt_ms":0.061,"min_rtt_ms":0.023,"#,
-                r#""closed_first":"local","end":"fin","oldstate":"FIN_WAIT2","newstate":"TIME_WAIT","netns":4026531840,"cgroup":4321}"#
+                r#""closed_first":"local","end":"fin","oldstate":"FIN_WAIT2","newstate":"TIME_WAIT","netns":4026531840,"cgroup":4321,"#,
+                r#""cgroup_path":"/system.slice/curl-test.service","unit":"curl-test.service","container_id":null,"pod_uid":null}"#
             ),
             concat!(
                 r#"{"type":"retransmit","time":"2023-11-14T22:13:20.123456Z","skaddr":"0xffff9fd7e8192000","pid":22384,"#,
                 r#""comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"raddr":"127.0.0.2","rport":80,"#,
-                r#""state":"ESTABLISHED","reason":null,"netns":4026531840,"cgroup":4321}"#
+                r#""state":"ESTABLISHED","reason":null,"netns":4026531840,"cgroup":4321,"#,
+                r#""cgroup_path":null,"unit":null,"container_id":null,"pod_uid":null}"#
             ),
             concat!(
                 r#"{"type":"drop","time":"2023-11-14T22:13:20.123456Z","skaddr":null,"pid":null,"comm":null,"#,
                 r#""family":"ipv4","laddr":"127.0.0.1","lport":9,"raddr":"127.0.0.2","rport":40000,"state":null,"#,
-                r#""reason":"NO_SOCKET","netns":4026531840,"cgroup":0}"#
+                r#""reason":"NO_SOCKET","netns":4026531840,"cgroup":0,"#,
+                r#""cgroup_path":null,"unit":null,"container_id":null,"pod_uid":null}"#
             ),
             concat!(
                 r#"{"type":"alert","time":"2023-11-14T22:13:51.123456Z","skaddr":"0xffff9fd7e8192000","pid":22384,"#,
                 r#""comm":"curl","family":"ipv4","laddr":"127.0.0.1","lport":63446,"raddr":"127.0.0.2","rport":80,"#,
-                r#""state":"CLOSE_WAIT","threshold_ms":30000.0,"age_ms":31000.0,"age_exact":true,"netns":4026531840,"cgroup":4321}"#
+                r#""state":"CLOSE_WAIT","threshold_ms":30000.0,"age_ms":31000.0,"age_exact":true,"netns":4026531840,"cgroup":4321,"#,
+                r#""cgroup_path":"/system.slice/curl-test.service","unit":"curl-test.service","container_id":null,"pod_uid":null}"#
             ),
         ];
         assert_eq!(got.lines().collect::<Vec<_>>(), want);
@@ -149,7 +157,9 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains(r#""ms":null,"netns":4026531840,"cgroup":0,"error":null}"#),
+            line.contains(
+                r#""ms":null,"netns":4026531840,"cgroup":0,"error":null,"cgroup_path":null,"#
+            ),
             "{line}"
         );
     }

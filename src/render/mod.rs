@@ -77,6 +77,7 @@ pub fn for_format(
 #[cfg(test)]
 pub(crate) mod fixtures {
     use std::net::IpAddr;
+    use std::sync::Arc;
 
     use std::time::Duration;
 
@@ -85,6 +86,7 @@ pub(crate) mod fixtures {
     use crate::config::AlertRule;
     use crate::event::{Comm, ConnStats, Errno, Notice, NoticeKind, Owner, Transition};
     use crate::lifetimes::Connection;
+    use crate::services::Service;
     use crate::table::ConnTable;
     use crate::tcp_state::TcpState;
 
@@ -104,6 +106,9 @@ pub(crate) mod fixtures {
                 comm: Comm::new(b"curl"),
             }),
             cgroup: Some(4321),
+            service: Some(Arc::new(Service::from_path(
+                "/system.slice/curl-test.service",
+            ))),
             netns: 4026531840,
             local: "127.0.0.1".parse::<IpAddr>().unwrap(),
             local_port: 63446,
@@ -164,6 +169,7 @@ pub(crate) mod fixtures {
                 comm: Comm::new(b"curl"),
             }),
             cgroup: Some(4321),
+            service: None,
             netns: 4026531840,
             local: "127.0.0.1".parse::<IpAddr>().unwrap(),
             local_port: 63446,
@@ -180,6 +186,7 @@ pub(crate) mod fixtures {
             skaddr: None,
             owner: None,
             cgroup: None,
+            service: None,
             state: None,
             local_port: 9,
             remote_port: 40000,
@@ -210,6 +217,7 @@ pub(crate) mod fixtures {
             old_since_ns: None,
             owner: None,
             cgroup: None,
+            service: None,
             local: "2001:db8::1".parse::<IpAddr>().unwrap(),
             remote: "2001:db8:ffff:ffff:ffff:ffff:ffff:2"
                 .parse::<IpAddr>()

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
@@ -11,6 +12,7 @@ use crate::clock::Clock;
 use crate::event::{Errno, Notice, Owner, Transition};
 use crate::lifetimes::{Connection, Side};
 use crate::sanitize;
+use crate::services::Service;
 use crate::table::Age;
 use crate::tcp_state::TcpState;
 
@@ -142,6 +144,11 @@ pub struct TransitionRecord<'a> {
     pub cgroup: u64,
     /// The socket's error on a transition to CLOSE (e.g. ECONNREFUSED, ETIMEDOUT).
     pub error: Option<String>,
+    /// The socket's cgroup path and, parsed from it, its systemd unit, container and pod.
+    pub cgroup_path: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
 }
 
 impl<'a> TransitionRecord<'a> {
@@ -163,8 +170,20 @@ impl<'a> TransitionRecord<'a> {
             netns: t.netns,
             cgroup: t.cgroup.unwrap_or(0),
             error: t.error.map(Errno::name),
+            cgroup_path: service(&t.service, |s| Some(&s.path)),
+            unit: service(&t.service, |s| s.unit.as_deref()),
+            container_id: service(&t.service, |s| s.container.as_deref()),
+            pod_uid: service(&t.service, |s| s.pod.as_deref()),
         }
     }
+}
+
+/// One field of a socket's service, if it has one.
+pub(crate) fn service<'a>(
+    of: &'a Option<Arc<Service>>,
+    field: impl FnOnce(&'a Service) -> Option<&'a str>,
+) -> Option<&'a str> {
+    of.as_deref().and_then(field)
 }
 
 fn family(ipv6: bool) -> &'static str {
@@ -206,6 +225,11 @@ pub struct NoticeRecord<'a> {
     pub reason: Option<&'a str>,
     pub netns: u32,
     pub cgroup: u64,
+    /// The socket's cgroup path and, parsed from it, its systemd unit, container and pod.
+    pub cgroup_path: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
 }
 
 impl<'a> NoticeRecord<'a> {
@@ -225,6 +249,10 @@ impl<'a> NoticeRecord<'a> {
             reason,
             netns: n.netns,
             cgroup: n.cgroup.unwrap_or(0),
+            cgroup_path: service(&n.service, |s| Some(&s.path)),
+            unit: service(&n.service, |s| s.unit.as_deref()),
+            container_id: service(&n.service, |s| s.container.as_deref()),
+            pod_uid: service(&n.service, |s| s.pod.as_deref()),
         }
     }
 }
@@ -272,6 +300,11 @@ pub struct ConnectionRecord<'a> {
     pub newstate: &'static str,
     pub netns: u32,
     pub cgroup: u64,
+    /// The socket's cgroup path and, parsed from it, its systemd unit, container and pod.
+    pub cgroup_path: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
 }
 
 impl<'a> ConnectionRecord<'a> {
@@ -305,6 +338,10 @@ impl<'a> ConnectionRecord<'a> {
             newstate: t.new.name(),
             netns: t.netns,
             cgroup: t.cgroup.unwrap_or(0),
+            cgroup_path: service(&t.service, |s| Some(&s.path)),
+            unit: service(&t.service, |s| s.unit.as_deref()),
+            container_id: service(&t.service, |s| s.container.as_deref()),
+            pod_uid: service(&t.service, |s| s.pod.as_deref()),
         }
     }
 }
@@ -334,6 +371,11 @@ pub struct AlertRecord<'a> {
     pub age_exact: bool,
     pub netns: u32,
     pub cgroup: u64,
+    /// The socket's cgroup path and, parsed from it, its systemd unit, container and pod.
+    pub cgroup_path: Option<&'a str>,
+    pub unit: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
 }
 
 impl<'a> AlertRecord<'a> {
@@ -356,6 +398,10 @@ impl<'a> AlertRecord<'a> {
             age_exact: matches!(a.age, Age::InState(_)),
             netns: c.netns,
             cgroup: c.cgroup.unwrap_or(0),
+            cgroup_path: service(&c.service, |s| Some(&s.path)),
+            unit: service(&c.service, |s| s.unit.as_deref()),
+            container_id: service(&c.service, |s| s.container.as_deref()),
+            pod_uid: service(&c.service, |s| s.pod.as_deref()),
         }
     }
 }

@@ -124,6 +124,19 @@ impl Netns {
     }
 }
 
+/// The TCP sockets `ss -tanp` lists in the tool's own namespace.
+pub fn host_ss() -> Vec<SsSocket> {
+    let out = Command::new("ss")
+        .arg("-tanpH")
+        .output()
+        .expect("ss (iproute2)");
+    assert!(out.status.success(), "ss failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(SsSocket::parse)
+        .collect()
+}
+
 /// One line of `ss -tanpH`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SsSocket {

@@ -64,11 +64,11 @@ mod tests {
         assert_eq!(lines.len(), 7, "one header, then three rows per snapshot");
         assert_eq!(
             lines[0],
-            "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,holders"
+            "time,family,laddr,lport,raddr,rport,state,pid,comm,since_ms,idle_ms,netns,cgroup,cgroup_path,unit,container_id,pod_uid,holders"
         );
         assert_eq!(
             lines[2],
-            "2023-11-14T22:13:20.000000Z,ipv6,::1,80,::1,5000,ESTABLISHED,,,,74500.0,7,1,2"
+            "2023-11-14T22:13:20.000000Z,ipv6,::1,80,::1,5000,ESTABLISHED,,,,74500.0,7,1,,,,,2"
         );
         assert_eq!(lines[4], lines[1]);
     }

@@ -3,7 +3,7 @@
 use serde::{Serialize, Serializer};
 
 use crate::render::cells::serialize_addr;
-use crate::render::record::{ms, Name};
+use crate::render::record::{ms, service, Name};
 use crate::table::{Age, Conn};
 use crate::tcp_state::TcpState;
 
@@ -29,6 +29,11 @@ pub(super) struct ConnRecord<'a> {
     idle_ms: Option<f64>,
     netns: u32,
     cgroup: u64,
+    /// The socket's cgroup path and, parsed from it, its systemd unit, container and pod.
+    cgroup_path: Option<&'a str>,
+    unit: Option<&'a str>,
+    container_id: Option<&'a str>,
+    pod_uid: Option<&'a str>,
     /// Processes holding it (0: none, such as an orphan); null where not counted.
     holders: Option<u32>,
     /// -i: smoothed RTT, retransmitted segments, unacknowledged segments and bytes.
@@ -99,6 +104,10 @@ impl<'a> ConnRecord<'a> {
             },
             netns: c.netns,
             cgroup: c.cgroup.unwrap_or(0),
+            cgroup_path: service(&c.service, |s| Some(&s.path)),
+            unit: service(&c.service, |s| s.unit.as_deref()),
+            container_id: service(&c.service, |s| s.container.as_deref()),
+            pod_uid: service(&c.service, |s| s.pod.as_deref()),
             holders: c.holders,
             srtt_ms: Shown::new(info, figures.map(|i| f64::from(i.srtt_us) / 1_000.0)),
             retrans: Shown::new(info, figures.map(|i| i.retrans)),

@@ -10,8 +10,8 @@ use super::fields::ConnRecord;
 use super::SnapshotRenderer;
 use crate::clock::Clock;
 use crate::lifetimes::Ending;
-use crate::render::record::{ms, AlertRecord, Name, Rfc3339Micros};
-use crate::report::{Grouping, Holder, Pattern, Report};
+use crate::render::record::{ms, service, AlertRecord, Name, Rfc3339Micros};
+use crate::report::{Grouping, Holder, Pattern, Report, ServiceCount};
 use crate::table::{Age, Conn};
 use crate::tcp_state::TcpState;
 
@@ -76,6 +76,34 @@ impl<'a> HolderRecord<'a> {
     }
 }
 
+/// A group of sockets by service: its name as text shows it, its fields, count and oldest.
+#[derive(Serialize)]
+struct ServiceRecord<'a> {
+    service: Option<String>,
+    cgroup_path: Option<&'a str>,
+    unit: Option<&'a str>,
+    container_id: Option<&'a str>,
+    pod_uid: Option<&'a str>,
+    count: u64,
+    oldest_ms: Option<f64>,
+    oldest_is_idle: bool,
+}
+
+impl<'a> ServiceRecord<'a> {
+    fn new(g: &'a ServiceCount) -> ServiceRecord<'a> {
+        ServiceRecord {
+            service: g.service.as_ref().map(|s| s.label()),
+            cgroup_path: service(&g.service, |s| Some(&s.path)),
+            unit: service(&g.service, |s| s.unit.as_deref()),
+            container_id: service(&g.service, |s| s.container.as_deref()),
+            pod_uid: service(&g.service, |s| s.pod.as_deref()),
+            count: g.count,
+            oldest_ms: g.oldest.map(|a| ms(a.ns())),
+            oldest_is_idle: matches!(g.oldest, Some(Age::Idle(_))),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct PatternRecord<'a> {
     by: &'static str,
@@ -120,6 +148,9 @@ struct SnapshotHead<'a> {
 #[derive(Serialize)]
 struct SnapshotTail<'a> {
     close_wait: Vec<HolderRecord<'a>>,
+    /// CLOSE_WAIT and TIME_WAIT by service; empty when none belongs to a named one.
+    close_wait_services: Vec<ServiceRecord<'a>>,
+    time_wait_services: Vec<ServiceRecord<'a>>,
     time_wait: Option<PatternRecord<'a>>,
     fin_wait2: Option<PatternRecord<'a>>,
     /// Connections that ended in the interval, by how they ended.
@@ -216,6 +247,16 @@ impl SnapshotRenderer for SnapshotJson {
         })?;
         let tail = serde_json::to_vec(&SnapshotTail {
             close_wait: r.close_wait.iter().map(HolderRecord::new).collect(),
+            close_wait_services: r
+                .close_wait_services
+                .iter()
+                .map(ServiceRecord::new)
+                .collect(),
+            time_wait_services: r
+                .time_wait_services
+                .iter()
+                .map(ServiceRecord::new)
+                .collect(),
             time_wait: r.time_wait.as_ref().map(PatternRecord::new),
             fin_wait2: r.fin_wait2.as_ref().map(PatternRecord::new),
             ended: EndedCounts(&r.ended),
@@ -252,6 +293,44 @@ mod tests {
     use TcpState::*;
 
     #[test]
+    fn services_are_fields_and_groups() {
+        let t = super::super::tests::node_table();
+        let mut out = Vec::new();
+        SnapshotJson::new(false, false, crate::render::fixtures::clock())
+            .snapshot(&mut out, &report(&t))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let id = super::super::tests::CONTAINER;
+        assert_eq!(
+            v["close_wait_services"],
+            serde_json::json!([{
+                "service": &id[..12],
+                "cgroup_path": format!("/system.slice/docker-{id}.scope"),
+                "unit": format!("docker-{id}.scope"),
+                "container_id": id,
+                "pod_uid": null,
+                "count": 2,
+                "oldest_ms": 12500.0,
+                "oldest_is_idle": false
+            }])
+        );
+        let listener = &v["connections"][0];
+        assert_eq!(
+            (
+                &listener["unit"],
+                &listener["cgroup_path"],
+                &listener["container_id"]
+            ),
+            (
+                &serde_json::json!("web.service"),
+                &serde_json::json!("/system.slice/web.service"),
+                &serde_json::Value::Null
+            )
+        );
+        assert_eq!(v["time_wait_services"], serde_json::json!([]));
+    }
+
+    #[test]
     fn json_golden() {
         let t = table();
         let mut out = Vec::new();
@@ -264,10 +343,11 @@ mod tests {
                 r#"{"type":"snapshot","time":"2023-11-14T22:13:20.000000Z","interval_ms":5000,"#,
                 r#""counts":{"ESTABLISHED":1,"CLOSE_WAIT":1,"LISTEN":1},"#,
                 r#""transitions":{"ESTABLISHED->CLOSE_WAIT":1},"lost":0,"connections":["#,
-                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"0.0.0.0","rport":0,"state":"LISTEN","pid":10,"comm":"srv","since_ms":13500.0,"idle_ms":null,"netns":7,"cgroup":1,"holders":null},"#,
-                r#"{"family":"ipv6","laddr":"::1","lport":80,"raddr":"::1","rport":5000,"state":"ESTABLISHED","pid":null,"comm":null,"since_ms":null,"idle_ms":74500.0,"netns":7,"cgroup":1,"holders":2},"#,
-                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.2","rport":5000,"state":"CLOSE_WAIT","pid":10,"comm":"srv","since_ms":12500.0,"idle_ms":null,"netns":7,"cgroup":1,"holders":null}],"#,
+                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"0.0.0.0","rport":0,"state":"LISTEN","pid":10,"comm":"srv","since_ms":13500.0,"idle_ms":null,"netns":7,"cgroup":1,"cgroup_path":null,"unit":null,"container_id":null,"pod_uid":null,"holders":null},"#,
+                r#"{"family":"ipv6","laddr":"::1","lport":80,"raddr":"::1","rport":5000,"state":"ESTABLISHED","pid":null,"comm":null,"since_ms":null,"idle_ms":74500.0,"netns":7,"cgroup":1,"cgroup_path":null,"unit":null,"container_id":null,"pod_uid":null,"holders":2},"#,
+                r#"{"family":"ipv4","laddr":"127.0.0.1","lport":80,"raddr":"127.0.0.2","rport":5000,"state":"CLOSE_WAIT","pid":10,"comm":"srv","since_ms":12500.0,"idle_ms":null,"netns":7,"cgroup":1,"cgroup_path":null,"unit":null,"container_id":null,"pod_uid":null,"holders":null}],"#,
                 r#""close_wait":[{"pid":10,"comm":"srv","count":1,"oldest_ms":12500.0,"oldest_is_idle":false}],"#,
+                r#""close_wait_services":[],"time_wait_services":[],"#,
                 r#""time_wait":null,"fin_wait2":null,"#,
                 r#""ended":{"fin":0,"reset_sent":0,"reset_received":0,"refused":0,"timeout":0,"aborted":0,"error":0},"alerts":[]}"#,
                 "\n"

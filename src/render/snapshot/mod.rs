@@ -95,9 +95,11 @@ fn foreign(c: &Conn) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::services::Service;
     use crate::table::tests::{socket, transition};
     use crate::table::ConnTable;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
     use TcpState::*;
 
@@ -114,6 +116,30 @@ pub(crate) mod tests {
         old.idle_ns = Some(61_000_000_000);
         old.holders = Some(2);
         t.seed([old]);
+        t
+    }
+
+    /// A container's id, and its service.
+    pub const CONTAINER: &str = "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b";
+
+    /// A host's web service in namespace 7, and a container in namespace 8 ("blue") that
+    /// leaks CLOSE_WAIT.
+    pub fn node_table() -> ConnTable {
+        let web = Arc::new(Service::from_path("/system.slice/web.service"));
+        let container = Arc::new(Service::from_path(&format!(
+            "/system.slice/docker-{CONTAINER}.scope"
+        )));
+        let mut t = ConnTable::new(0);
+        let mut listen = transition(1, Close, Listen, 1_000_000_000);
+        (listen.remote, listen.remote_port) = ("0.0.0.0".parse().unwrap(), 0);
+        listen.service = Some(Arc::clone(&web));
+        t.apply(&listen);
+        for sk in [2, 3] {
+            let mut leak = transition(sk, Established, CloseWait, sk * 1_000_000_000);
+            (leak.netns, leak.remote_port) = (8, 5000 + sk as u16);
+            leak.service = Some(Arc::clone(&container));
+            t.apply(&leak);
+        }
         t
     }
 

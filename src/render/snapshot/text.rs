@@ -9,7 +9,8 @@ use super::{age_text, foreign, owner_text, SnapshotRenderer};
 use crate::alerts::Alert;
 use crate::lifetimes::Ending;
 use crate::plural::counted;
-use crate::report::{endpoint, Grouping, Pattern, Report};
+use crate::report::{endpoint, Grouping, Pattern, Report, ServiceCount};
+use crate::services::Service;
 use crate::table::Conn;
 use crate::tcp_state::TcpState;
 
@@ -43,55 +44,29 @@ impl SnapshotText {
         }
     }
 
-    fn table(&self, out: &mut dyn Write, report: &Report<'_>) -> io::Result<()> {
-        let mut header = vec![
-            "Proto",
-            "Local Address",
-            "Foreign Address",
-            "State",
-            "PID/Program name",
-            "In state",
-        ];
-        if self.info {
-            header.extend(["RTT ms", "Retrans", "Unacked", "In flight"]);
+    /// The optional columns this report needs.
+    fn columns(&self, report: &Report<'_>) -> Columns {
+        let first_netns = report.conns.first().map(|c| c.netns);
+        Columns {
+            netns: report.conns.iter().any(|c| Some(c.netns) != first_netns),
+            service: report
+                .conns
+                .iter()
+                .any(|c| c.service.as_deref().is_some_and(Service::is_named)),
+            info: self.info,
         }
+    }
+
+    fn table(&self, out: &mut dyn Write, report: &Report<'_>) -> io::Result<()> {
+        let columns = self.columns(report);
+        let header = columns.header();
         let rows: Vec<Vec<String>> = report
             .conns
             .iter()
-            .map(|c| {
-                let mut row = vec![
-                    if c.is_ipv6() { "tcp6" } else { "tcp" }.to_string(),
-                    endpoint(c.local, c.local_port),
-                    foreign(c),
-                    c.state.name().to_string(),
-                    owner_text(c.owner),
-                    age_text(c.age(report.now_ns)),
-                ];
-                if self.info {
-                    row.extend(info_cells(c));
-                }
-                row
-            })
+            .map(|c| columns.row(c, report))
             .collect();
         if self.terminal {
-            let mut table = Table::new();
-            table
-                .load_style(presets::UTF8_FULL_CONDENSED)
-                .set_content_arrangement(ContentArrangement::Disabled)
-                .set_header(header.clone());
-            for (row, conn) in rows.into_iter().zip(&report.conns) {
-                let mut cells: Vec<Cell> = row.into_iter().map(Cell::new).collect();
-                if let (true, Some(color)) = (self.color, state_color(conn.state)) {
-                    cells[3] = Cell::new(conn.state.name()).fg(color);
-                }
-                table.add_row(cells);
-            }
-            if !self.color {
-                table.force_no_tty();
-            } else {
-                table.enforce_styling();
-            }
-            return writeln!(out, "{table}");
+            return self.boxed(out, header, rows, report, columns.state_index());
         }
         let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
         for row in &rows {
@@ -115,6 +90,102 @@ impl SnapshotText {
             line(&row.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         Ok(())
+    }
+
+    /// On a terminal: comfy-table borders, the state coloured if asked for.
+    fn boxed(
+        &self,
+        out: &mut dyn Write,
+        header: Vec<&str>,
+        rows: Vec<Vec<String>>,
+        report: &Report<'_>,
+        state: usize,
+    ) -> io::Result<()> {
+        let mut table = Table::new();
+        table
+            .load_style(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Disabled)
+            .set_header(header);
+        for (row, conn) in rows.into_iter().zip(&report.conns) {
+            let mut cells: Vec<Cell> = row.into_iter().map(Cell::new).collect();
+            if let (true, Some(color)) = (self.color, state_color(conn.state)) {
+                cells[state] = Cell::new(conn.state.name()).fg(color);
+            }
+            table.add_row(cells);
+        }
+        if !self.color {
+            table.force_no_tty();
+        } else {
+            table.enforce_styling();
+        }
+        writeln!(out, "{table}")
+    }
+}
+
+/// The table's optional columns.
+struct Columns {
+    /// Sockets of more than one network namespace are shown: which one each is in.
+    netns: bool,
+    /// Some socket has a service, container or pod.
+    service: bool,
+    /// RTT, retransmit and in-flight columns (-i).
+    info: bool,
+}
+
+impl Columns {
+    fn header(&self) -> Vec<&'static str> {
+        let mut header = Vec::new();
+        if self.netns {
+            header.push("Netns");
+        }
+        header.extend([
+            "Proto",
+            "Local Address",
+            "Foreign Address",
+            "State",
+            "PID/Program name",
+        ]);
+        if self.service {
+            header.push("Service");
+        }
+        header.push("In state");
+        if self.info {
+            header.extend(["RTT ms", "Retrans", "Unacked", "In flight"]);
+        }
+        header
+    }
+
+    /// Where the state is among the columns (for its colour).
+    fn state_index(&self) -> usize {
+        3 + usize::from(self.netns)
+    }
+
+    fn row(&self, c: &Conn, report: &Report<'_>) -> Vec<String> {
+        let mut row = Vec::with_capacity(11);
+        if self.netns {
+            row.push(
+                report
+                    .netns_names
+                    .get(&c.netns)
+                    .cloned()
+                    .unwrap_or_else(|| c.netns.to_string()),
+            );
+        }
+        row.extend([
+            if c.is_ipv6() { "tcp6" } else { "tcp" }.to_string(),
+            endpoint(c.local, c.local_port),
+            foreign(c),
+            c.state.name().to_string(),
+            owner_text(c.owner),
+        ]);
+        if self.service {
+            row.push(c.service.as_ref().map_or("-".to_string(), |s| s.label()));
+        }
+        row.push(age_text(c.age(report.now_ns)));
+        if self.info {
+            row.extend(info_cells(c));
+        }
+        row
     }
 }
 
@@ -160,6 +231,21 @@ fn alert_text(a: &Alert) -> String {
         foreign(c),
         age_text(Some(a.age))
     )
+}
+
+/// `web.service 3 (oldest 12.5s), - 1`: groups by service, `-` for sockets of none.
+fn services_text(groups: &[ServiceCount]) -> String {
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            let name = g.service.as_ref().map_or("-".to_string(), |s| s.label());
+            let oldest = g.oldest.map_or(String::new(), |a| {
+                format!(" (oldest {})", age_text(Some(a)))
+            });
+            format!("{name} {}{oldest}", g.count)
+        })
+        .collect();
+    parts.join(", ")
 }
 
 fn pattern_text(name: &str, pattern: &Pattern) -> String {
@@ -218,6 +304,14 @@ impl SnapshotRenderer for SnapshotText {
                 .collect();
             writeln!(out, "CLOSE_WAIT held by: {}", holders.join(", "))?;
         }
+        for (name, groups) in [
+            ("CLOSE_WAIT", &r.close_wait_services),
+            ("TIME_WAIT", &r.time_wait_services),
+        ] {
+            if !groups.is_empty() {
+                writeln!(out, "{name} by service: {}", services_text(groups))?;
+            }
+        }
         for (name, pattern) in [("TIME_WAIT", &r.time_wait), ("FIN_WAIT2", &r.fin_wait2)] {
             if let Some(p) = pattern {
                 writeln!(out, "{}", pattern_text(name, p))?;
@@ -254,6 +348,29 @@ mod tests {
              tcp    127.0.0.1:80   127.0.0.2:5000   CLOSE_WAIT   10/srv            12.5s\n\
              Transitions in the last 5s: ESTABLISHED->CLOSE_WAIT 1\n\
              CLOSE_WAIT held by: 10/srv 1 (oldest 12.5s)\n\
+             \n"
+        );
+    }
+
+    #[test]
+    fn namespaces_and_services_get_columns_when_there_are_several() {
+        let t = super::super::tests::node_table();
+        let mut r = report(&t);
+        r.netns_names.insert(8, "blue".to_string());
+        let mut out = Vec::new();
+        SnapshotText::new(false, false, false, false)
+            .snapshot(&mut out, &r)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2023-11-14T22:13:20Z  3 sockets: CLOSE_WAIT 2, LISTEN 1  lost 0\n\
+             Netns  Proto  Local Address  Foreign Address  State       PID/Program name  Service       In state\n\
+             7      tcp    127.0.0.1:80   0.0.0.0:*        LISTEN      10/srv            web.service   13.5s\n\
+             blue   tcp    127.0.0.1:80   127.0.0.2:5002   CLOSE_WAIT  10/srv            4f3c2b1a0e9d  12.5s\n\
+             blue   tcp    127.0.0.1:80   127.0.0.2:5003   CLOSE_WAIT  10/srv            4f3c2b1a0e9d  11.5s\n\
+             Transitions in the last 5s: ESTABLISHED->CLOSE_WAIT 1\n\
+             CLOSE_WAIT held by: 10/srv 2 (oldest 12.5s)\n\
+             CLOSE_WAIT by service: 4f3c2b1a0e9d 2 (oldest 12.5s)\n\
              \n"
         );
     }
