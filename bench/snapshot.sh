@@ -72,13 +72,13 @@ for size in $SIZES; do
   hold $(( size - held ))
   held=$size
   sockets=$(run_in_ns ss -tan | tail -n +2 | wc -l)
-  seen=$(run_in_ns "$tool" --snapshot 1s --count 1 -o json --summary 2>/dev/null |
+  seen=$("$tool" --netns "$ns" --snapshot 1s --count 1 -o json --summary 2>/dev/null |
     grep -o '"counts":{[^}]*}' | grep -o '[0-9]\+' | paste -sd+ | bc)
   if [ "$seen" != "$sockets" ]; then
     echo "tcpstates saw $seen sockets, ss saw $sockets" >&2
     exit 1
   fi
-  t=$(median_ms run_in_ns "$tool" --snapshot 1s --count 1 -o json)
+  t=$(median_ms "$tool" --netns "$ns" --snapshot 1s --count 1 -o json)
   a=$(median_ms run_in_ns ss -tan)
   p=$(median_ms run_in_ns ss -tanp)
   n=-

@@ -1,5 +1,6 @@
-//! Microbenchmark of the user-space hot path, decode + format, in events per second on one core:
-//! `cargo bench --bench format`. Prints one line per output format.
+//! Microbenchmark of the user-space hot path, decode + service + format, in events per second
+//! on one core: `cargo bench --bench format`. Prints one line per output format, and the cost of
+//! naming a record's service (a cached cgroup id).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -9,6 +10,7 @@ use tcpstates::cli::OutputFormat;
 use tcpstates::clock::Clock;
 use tcpstates::event;
 use tcpstates::render;
+use tcpstates::services::Services;
 use tcpstates::skel::types;
 
 /// A ring-buffer record as the BPF program writes it: an IPv4 SYN_SENT -> ESTABLISHED.
@@ -38,9 +40,30 @@ fn record() -> Vec<u8> {
     unsafe { plain::as_bytes(&e) }.to_vec()
 }
 
+/// A cgroup tree of one service, in a temporary directory, and its id.
+fn services() -> (Services, u64, std::path::PathBuf) {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::env::temp_dir().join(format!("tcpstates-bench-{}", std::process::id()));
+    let unit = root.join("system.slice/web.service");
+    std::fs::create_dir_all(&unit).expect("a temporary directory");
+    let id = std::fs::metadata(&unit).expect("its inode").ino();
+    (Services::under(Some(root.clone())), id, root)
+}
+
 fn main() {
     const EVENTS: u32 = 2_000_000;
     let raw = record();
+    let (mut services, id, root) = services();
+    let start = Instant::now();
+    for _ in 0..EVENTS {
+        black_box(services.of(black_box(id)));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "service lookup {:>6.1} ns/event",
+        elapsed * 1e9 / f64::from(EVENTS)
+    );
+    let _ = std::fs::remove_dir_all(root);
     let mut sink = std::io::sink();
     for (name, format) in [
         ("text", OutputFormat::Text),

@@ -24,6 +24,8 @@ pub struct Service {
     pub container: Option<String>,
     /// A Kubernetes pod's UID (with dashes).
     pub pod: Option<String>,
+    /// The fields above as JSON records carry them, written once (see json_fields).
+    json: String,
 }
 
 /// Runtimes' scope units: `<prefix><64 hex>.scope`.
@@ -76,7 +78,25 @@ impl Service {
                 service.unit = Some(part.to_string());
             }
         }
+        service.json = service.render_json_fields();
         service
+    }
+
+    /// `"cgroup_path":…,"unit":…,"container_id":…,"pod_uid":…`, as serde_json writes them.
+    fn render_json_fields(&self) -> String {
+        let text = |v: Option<&str>| serde_json::to_string(&v).unwrap_or_else(|_| "null".into());
+        format!(
+            "\"cgroup_path\":{},\"unit\":{},\"container_id\":{},\"pod_uid\":{}",
+            text(Some(&self.path)),
+            text(self.unit.as_deref()),
+            text(self.container.as_deref()),
+            text(self.pod.as_deref())
+        )
+    }
+
+    /// The JSON fields of a record that has this service, ready to copy into a line.
+    pub fn json_fields(&self) -> &str {
+        &self.json
     }
 
     /// Does it name a unit, a container or a pod (not the root cgroup or a slice)?

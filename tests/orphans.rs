@@ -251,7 +251,8 @@ fn an_orphan_whose_peer_never_closes_ends_from_fin_wait2_at_the_fin_timeout() {
             "ESTABLISHED->FIN_WAIT1",
             "FIN_WAIT1->FIN_WAIT2",
             "FIN_WAIT2->CLOSE"
-        ]
+        ],
+        "{events:?}"
     );
     let end = &mine[4];
     assert_eq!(end["lport"], port);

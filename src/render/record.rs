@@ -35,7 +35,7 @@ thread_local! {
 
 /// Writes `t` as RFC 3339 with microseconds. Events come many to a second: the date and time of
 /// day are formatted (by humantime) once per second, the microseconds digit by digit.
-fn rfc3339_micros(t: SystemTime, out: &mut [u8; 27]) {
+pub(crate) fn rfc3339_micros(t: SystemTime, out: &mut [u8; 27]) {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let prefix = SECOND.with(|cache| {
@@ -103,9 +103,9 @@ impl Serialize for Name<'_> {
 /// A kernel address as `0x` and lowercase hex.
 pub struct Hex(pub u64);
 
-impl Serialize for Hex {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // What `{:#x}` writes, from a stack buffer: formatting machinery cost more here.
+impl Hex {
+    /// What `{:#x}` writes, from a stack buffer: formatting machinery cost more here.
+    pub(crate) fn text(&self) -> ([u8; 18], usize) {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut text = [0u8; 18];
         let digits = (64 - self.0.leading_zeros()).div_ceil(4).max(1) as usize;
@@ -114,8 +114,15 @@ impl Serialize for Hex {
             let shift = 4 * (digits - 1 - i);
             *byte = DIGITS[((self.0 >> shift) & 0xf) as usize];
         }
-        // SAFETY: "0x" and bytes from DIGITS only: ASCII.
-        s.serialize_str(unsafe { std::str::from_utf8_unchecked(&text[..2 + digits]) })
+        (text, 2 + digits)
+    }
+}
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (text, len) = self.text();
+        // SAFETY: "0x" and hex digits only: ASCII.
+        s.serialize_str(unsafe { std::str::from_utf8_unchecked(&text[..len]) })
     }
 }
 
