@@ -157,9 +157,10 @@ pub struct Args {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
-    /// Size of the kernel ring buffer (power of two, at least 4K; suffix K or M)
-    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_ring_size)]
-    pub ring_size: u32,
+    /// Size of the kernel ring buffer (power of two, at least 4K; suffix K or M) [default: 1M
+    /// per CPU, from 4M to 64M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring_size)]
+    pub ring_size: Option<u32>,
 
     /// Print libbpf's own messages to stderr
     #[arg(short = 'v', long)]
@@ -354,9 +355,15 @@ mod tests {
 
     #[test]
     fn ring_size_takes_suffixes_and_powers_of_two() {
-        assert_eq!(parse(&[]).unwrap().ring_size, 2 << 20);
-        assert_eq!(parse(&["--ring-size", "4096"]).unwrap().ring_size, 4096);
-        assert_eq!(parse(&["--ring-size", "64k"]).unwrap().ring_size, 64 << 10);
+        assert_eq!(parse(&[]).unwrap().ring_size, None);
+        assert_eq!(
+            parse(&["--ring-size", "4096"]).unwrap().ring_size,
+            Some(4096)
+        );
+        assert_eq!(
+            parse(&["--ring-size", "64k"]).unwrap().ring_size,
+            Some(64 << 10)
+        );
         assert!(parse(&["--ring-size", "5000"]).is_err());
         assert!(parse(&["--ring-size", "1K"]).is_err());
     }

@@ -178,7 +178,9 @@ impl Config {
             wide: args.wide,
             count: args.count,
             duration: args.duration,
-            ring_size: args.ring_size,
+            ring_size: args
+                .ring_size
+                .unwrap_or_else(|| default_ring_size(online_cpus())),
             verbose: args.verbose,
             lifetimes: args.lifetimes,
             events: Events {
@@ -204,6 +206,22 @@ impl Config {
 }
 
 /// NO_COLOR (no-color.org): set and not empty turns colour off.
+/// The ring buffer when not given: every CPU can fill it at once while the one reader is away,
+/// so 1 MiB per online CPU (about 9,000 records each, some 20 ms of the fastest loopback churn
+/// one CPU makes), within 4 to 64 MiB.
+fn default_ring_size(cpus: usize) -> u32 {
+    let bytes = (cpus.max(1) as u64) << 20;
+    bytes.next_power_of_two().clamp(4 << 20, 64 << 20) as u32
+}
+
+fn online_cpus() -> usize {
+    use nix::unistd::{sysconf, SysconfVar};
+    match sysconf(SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) if n > 0 => n as usize,
+        _ => 1,
+    }
+}
+
 fn no_color(value: Option<std::ffi::OsString>) -> bool {
     value.is_some_and(|v| !v.is_empty())
 }
@@ -258,7 +276,16 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.filters, Filters::default());
         assert_eq!(c.output, OutputFormat::Text);
-        assert_eq!(c.ring_size, 2 << 20);
+        assert_eq!(c.ring_size, default_ring_size(online_cpus()));
+    }
+
+    #[test]
+    fn the_default_ring_grows_with_the_cpus_that_fill_it() {
+        assert_eq!(default_ring_size(1), 4 << 20);
+        assert_eq!(default_ring_size(2), 4 << 20);
+        assert_eq!(default_ring_size(6), 8 << 20);
+        assert_eq!(default_ring_size(16), 16 << 20);
+        assert_eq!(default_ring_size(512), 64 << 20);
     }
 
     #[test]

@@ -70,8 +70,14 @@ impl Features {
         let accept_params = btf
             .as_ref()
             .and_then(|b| function_params(b, "inet_csk_accept"));
+        // The helper's tracing variant came with socket storage for tracing programs (5.11):
+        // where the BTF names it, no probe needs loading (each load parses the BTF again).
+        let storage_helper = btf.as_ref().is_some_and(|b| {
+            b.type_by_name::<libbpf_rs::btf::types::Func<'_>>("bpf_sk_storage_get_tracing")
+                .is_some()
+        });
         Features {
-            socket_storage: probe_loads("probe_socket_storage"),
+            socket_storage: storage_helper || probe_loads("probe_socket_storage"),
             accept: accept_hook(accept_params.map(|p| p.len()), || {
                 probe_loads("probe_trampoline")
             }),
@@ -79,7 +85,7 @@ impl Features {
             timewait_end: timewait_end(params("kmem_cache_free").as_deref(), || {
                 std::fs::read_to_string("/proc/kallsyms").ok()
             }),
-            drop_reason: kfree_skb_has_reason(),
+            drop_reason: params("kfree_skb").is_some_and(|p| p.len() >= 3),
             reset_without_socket: params("tcp_send_reset").is_some_and(|p| p.len() >= 3),
         }
     }

@@ -33,7 +33,7 @@ impl LostReason {
 pub struct RecursionMisses {
     /// State changes the program did not see: lost transitions.
     pub set_state: u64,
-    /// Slab frees it did not see: possibly lost ends of TIME_WAIT.
+    /// Ends of TIME_WAIT neither free hook saw, found when a timewait socket reused the address.
     pub timewait: u64,
     /// Retransmits, resets and drops not seen (--events), and resets that told how a
     /// connection ended.
@@ -41,9 +41,9 @@ pub struct RecursionMisses {
 }
 
 impl RecursionMisses {
-    /// Records lost: state changes and the other events.
+    /// Records lost: state changes, ends of TIME_WAIT and the other events.
     pub fn lost(&self) -> u64 {
-        self.set_state + self.notices
+        self.set_state + self.timewait + self.notices
     }
 }
 
@@ -138,13 +138,6 @@ impl Losses {
                 }
             ));
         }
-        if self.misses.timewait > 0 {
-            text.push_str(&format!(
-                "; the kernel skipped {} of the TIME_WAIT end hook (a TIME_WAIT -> CLOSE may \
-                 be missing)",
-                counted(self.misses.timewait, "nested run")
-            ));
-        }
         text
     }
 }
@@ -174,7 +167,7 @@ mod tests {
             update.lost,
             [
                 (3, LostReason::RingBufferFull),
-                (2, LostReason::BpfRecursion)
+                (3, LostReason::BpfRecursion)
             ]
         );
         assert_eq!(update.warning, None);
@@ -188,8 +181,7 @@ mod tests {
         );
         assert_eq!(
             losses.describe(),
-            "7 lost (4 ring buffer full, 3 BPF recursion); the kernel skipped 1 nested run of \
-             the TIME_WAIT end hook (a TIME_WAIT -> CLOSE may be missing)"
+            "8 lost (4 ring buffer full, 4 BPF recursion)"
         );
     }
 

@@ -143,7 +143,9 @@ fn orphans_wait_in_fin_wait2_until_their_peer_closes(addr: &str, family: &str) {
     thread::sleep(Duration::from_millis(1000));
     let closed_to = utc_now();
 
-    let snapshots = live_table.stop().json();
+    let live_table = live_table.stop();
+    let summary = live_table.stderr.clone();
+    let snapshots = live_table.json();
     for (from, to, expected) in [
         (&leaking_from, &leaking_to, &leaking),
         (&closed_from, &closed_to, &closed),
@@ -151,7 +153,7 @@ fn orphans_wait_in_fin_wait2_until_their_peer_closes(addr: &str, family: &str) {
         let taken = taken_between(&snapshots, from, to);
         assert!(taken.len() >= 2, "snapshots every 300 ms: {taken:?}");
         for snapshot in taken {
-            assert_eq!(&counts(snapshot), expected, "{snapshot}");
+            assert_eq!(&counts(snapshot), expected, "{snapshot}\n{summary}");
         }
     }
     // While leaking, the orphans keep the owners they had (checked below with the stream).

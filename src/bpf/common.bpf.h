@@ -99,6 +99,11 @@ static __always_inline void copy_addresses(const struct sock_common *skc, __u16 
 	}
 }
 
+#define EEXIST 17
+
+/* One load the compiler may not merge or reorder with the other such loads. */
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
+
 static __always_inline void count(__u32 what)
 {
 	__u64 *n = bpf_map_lookup_elem(&counters, &what);

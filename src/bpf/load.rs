@@ -41,6 +41,7 @@ impl<'obj> Tracer<'obj> {
         parts: Parts,
         verbose: bool,
     ) -> Result<Tracer<'obj>> {
+        let mut stages = Stages::default();
         // Before libbpf's printing is set: the probe's failure on old kernels is expected.
         let features = if parts.hooks {
             Features::of_running_kernel()
@@ -48,6 +49,7 @@ impl<'obj> Tracer<'obj> {
             // No hook is loaded, and the socket list reads no per-socket data.
             Features::all()
         };
+        stages.done("kernel features");
         libbpf_log::route(verbose);
         let plan = Plan {
             parts,
@@ -65,6 +67,7 @@ impl<'obj> Tracer<'obj> {
             let wanted = programs::by_name(&name).is_some_and(|p| (p.wanted)(&plan));
             prog.set_autoload(wanted);
         }
+        stages.done("open");
         let skel = open.load().map_err(|err| {
             anyhow!(
                 "loading the BPF program into the kernel failed: {err}{}{}",
@@ -72,6 +75,7 @@ impl<'obj> Tracer<'obj> {
                 memlock_hint(&err)
             )
         })?;
+        stages.done("load and verify");
         set_port_filters(&skel, filters)?;
         let mut tracer = Tracer {
             links: Vec::new(),
@@ -83,6 +87,7 @@ impl<'obj> Tracer<'obj> {
             swept: Cell::new(Instant::now()),
         };
         tracer.attach_hooks()?;
+        stages.done("attach");
         if parts.hooks {
             // After attaching, so that no socket opened in between is missed.
             let unseeded = tracer.seed_owners()?;
@@ -92,6 +97,10 @@ impl<'obj> Tracer<'obj> {
                     crate::plural::counted(unseeded as u64, "socket")
                 ));
             }
+            stages.done("owners of existing sockets");
+        }
+        if verbose {
+            tracer.warnings.push(stages.describe());
         }
         Ok(tracer)
     }
@@ -106,6 +115,46 @@ impl<'obj> Tracer<'obj> {
         }
         self.links = links;
         Ok(())
+    }
+}
+
+/// Where loading spent its time, for -v.
+struct Stages {
+    last: Instant,
+    start: Instant,
+    took: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Default for Stages {
+    fn default() -> Stages {
+        let now = Instant::now();
+        Stages {
+            last: now,
+            start: now,
+            took: Vec::new(),
+        }
+    }
+}
+
+impl Stages {
+    fn done(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.took.push((stage, now - self.last));
+        self.last = now;
+    }
+
+    fn describe(&self) -> String {
+        let ms = |d: std::time::Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+        let parts: Vec<String> = self
+            .took
+            .iter()
+            .map(|(stage, took)| format!("{stage} {}", ms(*took)))
+            .collect();
+        format!(
+            "tcpstates: loaded in {}: {}",
+            ms(self.last - self.start),
+            parts.join(", ")
+        )
     }
 }
 

@@ -21,12 +21,10 @@ pub enum Use {
 /// What a run the kernel skipped (recursion) costs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skipped {
-    /// Nothing is lost (not a hook, or the nested twin, which the first program covers).
+    /// Nothing is lost (not a hook, or one of a pair that covers each other's nested runs).
     Nothing,
     /// A state change, unless the nested twin took it.
     StateChange,
-    /// The end of a TIME_WAIT.
-    TimewaitEnd,
     /// A retransmit, reset or drop.
     Notice,
 }
@@ -75,10 +73,10 @@ impl Plan<'_> {
     }
 }
 
-/// Every program, in the order hooks attach. First on_set_state: the kernel runs a tracepoint's
-/// programs in the order they were attached, and on_set_state_nested must run after it on every
-/// change.
-pub const PROGRAMS: [Program; 16] = [
+/// Every program, in the order hooks attach. First on_set_state and on_cache_free: the kernel
+/// runs a tracepoint's programs in the order they were attached, and each nested twin must run
+/// after its first program on every call.
+pub const PROGRAMS: [Program; 18] = [
     Program {
         name: "on_set_state",
         run: Use::Hook("the tracepoint inet_sock_set_state"),
@@ -88,13 +86,13 @@ pub const PROGRAMS: [Program; 16] = [
     Program {
         name: "on_cache_free",
         run: Use::Hook("the tracepoint kmem_cache_free"),
-        skipped: Skipped::TimewaitEnd,
+        skipped: Skipped::Nothing,
         wanted: |p| p.timewait_end(TimewaitEndProgram::ByArgument),
     },
     Program {
         name: "on_cache_free_by_site",
         run: Use::Hook("the tracepoint kmem_cache_free"),
-        skipped: Skipped::TimewaitEnd,
+        skipped: Skipped::Nothing,
         wanted: |p| p.timewait_end(TimewaitEndProgram::ByCallSite),
     },
     Program {
@@ -102,6 +100,18 @@ pub const PROGRAMS: [Program; 16] = [
         run: Use::Hook("the tracepoint inet_sock_set_state"),
         skipped: Skipped::Nothing,
         wanted: |p| p.hooks(),
+    },
+    Program {
+        name: "on_cache_free_nested",
+        run: Use::Hook("the tracepoint kmem_cache_free"),
+        skipped: Skipped::Nothing,
+        wanted: |p| p.timewait_end(TimewaitEndProgram::ByArgument),
+    },
+    Program {
+        name: "on_cache_free_by_site_nested",
+        run: Use::Hook("the tracepoint kmem_cache_free"),
+        skipped: Skipped::Nothing,
+        wanted: |p| p.timewait_end(TimewaitEndProgram::ByCallSite),
     },
     Program {
         name: "on_read",
@@ -243,6 +253,7 @@ mod tests {
                 "on_set_state",
                 "on_cache_free",
                 "on_set_state_nested",
+                "on_cache_free_nested",
                 "on_read",
                 "on_fork",
                 "sweep_fin_wait2",
@@ -264,6 +275,7 @@ mod tests {
             features: &old,
         });
         assert!(loaded.contains(&"on_cache_free_by_site"));
+        assert!(loaded.contains(&"on_cache_free_by_site_nested"));
         assert!(loaded.contains(&"on_drop_without_reason"));
         assert!(!loaded.contains(&"on_cache_free") && !loaded.contains(&"on_drop"));
         let none = features(TimewaitEnd::Unavailable(String::new()), true);

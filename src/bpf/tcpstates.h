@@ -47,7 +47,9 @@ enum counter_index {
 	LOST_RING = 0,      /* records the ring buffer had no room for */
 	NESTED_HANDLED = 1, /* state changes on_set_state_nested took (see transitions.bpf.c) */
 	TW_UNTRACKED = 2,   /* timewait sockets the full tws map had no room for */
-	COUNTERS = 3,
+	NESTED_FREES = 3,   /* timewait frees on_cache_free_nested took (see timewait.bpf.c) */
+	TW_END_UNSEEN = 4,  /* timewait sockets found freed unseen when their address was reused */
+	COUNTERS = 5,
 };
 
 /* How on_cache_free knows the free of a timewait socket (the rodata knob tw_free_match). */

@@ -95,9 +95,9 @@ static __always_inline __u64 take_timewait_successor(const struct tcp_sock *tp, 
 
 /*
  * A slab object is freed that may be a tracked timewait socket: its connection ends, from
- * TIME_WAIT, or from FIN_WAIT2 (tcp_fin_timeout expired, or the port was reused).
+ * TIME_WAIT, or from FIN_WAIT2 (tcp_fin_timeout expired, or the port was reused). Was it one?
  */
-static __always_inline void timewait_freed(__u64 tw)
+static __always_inline bool timewait_freed(__u64 tw)
 {
 	const struct inet_timewait_sock *t = (const void *)tw;
 	struct sock_info *found, info;
@@ -105,7 +105,7 @@ static __always_inline void timewait_freed(__u64 tw)
 
 	found = bpf_map_lookup_elem(&tws, &tw);
 	if (!found)
-		return;
+		return false;
 	if (found->tw_state == TCP_FIN_WAIT2) {
 		bpf_map_delete_elem(&fin_wait2_tws, &tw);
 		/* The peer's FIN came after the last sweep. */
@@ -117,6 +117,41 @@ static __always_inline void timewait_freed(__u64 tw)
 	emit(EVENT_TRANSITION, &t->__tw_common, false, BPF_CORE_READ(t, tw_sport),
 	     BPF_CORE_READ(t, __tw_common.skc_net.net, ns.inum), info.skaddr, tw, info.tw_state,
 	     TCP_CLOSE, info.ts_ns, now, &info, NULL);
+	return true;
+}
+
+/* Is this free, by the tracepoint's arguments, that of a timewait socket? */
+static __always_inline bool frees_timewait(__u64 third)
+{
+	const __u64 *seen = tw_free_match == TW_FREE_BY_NAME ? tw_slab_name : tw_slab;
+
+	return third && (third == seen[0] || third == seen[1]);
+}
+
+static __always_inline bool freed_at_timewait_site(__u64 call_site)
+{
+	return call_site >= tw_free_site_start && call_site < tw_free_site_end;
+}
+
+/*
+ * The twin of on_cache_free, as on_set_state_nested is on_set_state's. A softirq that frees
+ * timewait sockets while on_cache_free runs on that CPU (for any free) makes the kernel skip
+ * on_cache_free, for the whole batch a timer expires at once; this program, attached after it,
+ * still runs. A socket whose free on_cache_free took has left the tws map, so only the others
+ * are reported here. Timewait sockets are freed in task or softirq context, and one program at
+ * a time runs in each, so one of the two always runs (unless tasks are preempted inside BPF
+ * programs: then the next timewait socket at the address tells, see hand_to_timewait). Its
+ * last reference gone (the slab keeps timewait memory typed, SLAB_TYPESAFE_BY_RCU) shows the
+ * socket was not taken again, between the two programs, by a new one an interrupt made.
+ */
+static __always_inline void timewait_freed_unseen(__u64 tw)
+{
+	const struct inet_timewait_sock *t = (const void *)tw;
+
+	if (BPF_CORE_READ(t, __tw_common.skc_refcnt.refs.counter) != 0)
+		return;
+	if (timewait_freed(tw))
+		count(NESTED_FREES);
 }
 
 /*
@@ -127,10 +162,16 @@ static __always_inline void timewait_freed(__u64 tw)
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(on_cache_free, __u64 call_site, __u64 ptr, __u64 third)
 {
-	const __u64 *seen = tw_free_match == TW_FREE_BY_NAME ? tw_slab_name : tw_slab;
-
-	if (third && (third == seen[0] || third == seen[1]))
+	if (frees_timewait(third))
 		timewait_freed(ptr);
+	return 0;
+}
+
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(on_cache_free_nested, __u64 call_site, __u64 ptr, __u64 third)
+{
+	if (frees_timewait(third))
+		timewait_freed_unseen(ptr);
 	return 0;
 }
 
@@ -138,8 +179,15 @@ int BPF_PROG(on_cache_free, __u64 call_site, __u64 ptr, __u64 third)
 SEC("raw_tp/kmem_cache_free")
 int BPF_PROG(on_cache_free_by_site, __u64 call_site, __u64 ptr)
 {
-	if (call_site >= tw_free_site_start && call_site < tw_free_site_end)
+	if (freed_at_timewait_site(call_site))
 		timewait_freed(ptr);
 	return 0;
 }
 
+SEC("raw_tp/kmem_cache_free")
+int BPF_PROG(on_cache_free_by_site_nested, __u64 call_site, __u64 ptr)
+{
+	if (freed_at_timewait_site(call_site))
+		timewait_freed_unseen(ptr);
+	return 0;
+}

@@ -5,9 +5,6 @@
  * first one for (nested). Part of tcpstates.bpf.c.
  */
 
-/* One load the compiler may not merge or reorder with the other such loads. */
-#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
-
 /* connect() and listen() run in the owner's context; older contents are a past use. */
 static __always_inline void socket_opened(struct sock_info *info, const struct tcp_sock *tp,
 					  int newstate, __u64 skaddr, __u32 netns, __be16 sport,
@@ -82,11 +79,11 @@ static __always_inline void note_first_fin(struct sock_info *info, int newstate)
  * transition. Returns the state to report, and sets *kind.
  */
 static __always_inline int hand_to_timewait(__u64 tw, const struct sock_info *info, int oldstate,
-					    __u64 prev_ts, int *kind)
+					    __u64 prev_ts, __u32 netns, int *kind)
 {
 	struct sock_info handed = *info;
 	__u8 substate = BPF_CORE_READ((struct inet_timewait_sock *)tw, tw_substate);
-	int reported;
+	int reported, err;
 
 	if (oldstate == TCP_FIN_WAIT2 && substate == TCP_FIN_WAIT2) {
 		handed.ts_ns = prev_ts;
@@ -96,7 +93,18 @@ static __always_inline int hand_to_timewait(__u64 tw, const struct sock_info *in
 		reported = TCP_TIME_WAIT;
 	}
 	handed.tw_state = reported;
-	if (bpf_map_update_elem(&tws, &tw, &handed, BPF_ANY))
+	/* Its end would be filtered out: keep the map's room for the namespace watched. */
+	if (filter_netns && netns != filter_netns)
+		return reported;
+	err = bpf_map_update_elem(&tws, &tw, &handed, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		/* An earlier timewait socket at this address, whose free no hook saw: its end is
+		 * lost, and counted. */
+		count(TW_END_UNSEEN);
+		bpf_map_delete_elem(&fin_wait2_tws, &tw);
+		err = bpf_map_update_elem(&tws, &tw, &handed, BPF_ANY);
+	}
+	if (err)
 		count(TW_UNTRACKED); /* its end will not be seen */
 	else if (reported == TCP_FIN_WAIT2)
 		bpf_map_update_elem(&fin_wait2_tws, &tw, &substate, BPF_ANY);
@@ -182,7 +190,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	if (newstate == TCP_CLOSE) {
 		tw = take_timewait_successor(tp, sport);
 		if (tw)
-			reported = hand_to_timewait(tw, info, oldstate, prev_ts, &kind);
+			reported = hand_to_timewait(tw, info, oldstate, prev_ts, netns, &kind);
 	}
 	/* The storage stays until the kernel frees the socket: an RST sent after the close still
 	 * finds its owner there. */

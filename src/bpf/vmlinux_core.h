@@ -153,6 +153,14 @@ struct proto {
 	} h;
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+typedef struct {
+	atomic_t refs;
+} refcount_t;
+
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
@@ -168,6 +176,7 @@ struct sock_common {
 	unsigned long skc_flags; /* sk_flags of a full socket */
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	refcount_t skc_refcnt; /* tw_refcnt of a timewait socket */
 };
 
 struct kernfs_node {
