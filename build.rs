@@ -5,11 +5,8 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// The program (its parts are #included), and the feature probe loaded before it.
-const BPF_SOURCES: [(&str, &str); 2] = [
-    ("src/bpf/tcpstates.bpf.c", "tcpstates.skel.rs"),
-    ("src/bpf/probe.bpf.c", "probe.skel.rs"),
-];
+/// The program (its parts are #included).
+const BPF_SOURCES: [(&str, &str); 1] = [("src/bpf/tcpstates.bpf.c", "tcpstates.skel.rs")];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -1,6 +1,6 @@
 //! Microbenchmark of the user-space hot path, decode + service + format, in events per second
-//! on one core: `cargo bench --bench format`. Prints one line per output format, and the cost of
-//! naming a record's service (a cached cgroup id).
+//! on one core: `cargo bench --bench format [-- FORMAT...]`. Prints one line per output format,
+//! and the cost of naming a record's service (a cached cgroup id).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -65,11 +65,19 @@ fn main() {
     );
     let _ = std::fs::remove_dir_all(root);
     let mut sink = std::io::sink();
+    // `cargo bench --bench format -- json`: only the formats named (for a profiler).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     for (name, format) in [
         ("text", OutputFormat::Text),
         ("json", OutputFormat::Json),
         ("csv", OutputFormat::Csv),
     ] {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
         let mut renderer = render::for_format(
             format,
             Clock::measure(),

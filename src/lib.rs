@@ -42,14 +42,3 @@ pub mod skel {
     )]
     include!(concat!(env!("OUT_DIR"), "/tcpstates.skel.rs"));
 }
-
-pub mod probe_skel {
-    #![allow(
-        clippy::all,
-        clippy::pedantic,
-        missing_docs,
-        unsafe_op_in_unsafe_fn,
-        warnings
-    )]
-    include!(concat!(env!("OUT_DIR"), "/probe.skel.rs"));
-}

@@ -308,7 +308,7 @@ fn count_and_duration_stop_the_tool() {
     );
     let timed = timed.wait();
     assert!(timed.status.success());
-    assert_eq!(timed.stdout.lines().count(), 13);
+    assert_eq!(timed.stdout.lines().count(), 13, "{}", timed.stdout);
 }
 
 #[test]
