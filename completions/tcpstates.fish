@@ -23,6 +23,7 @@ rport\t'The remote port'
 cgroup\t'The socket\'s cgroup v2 id'
 service\t'The socket\'s service: its systemd unit, container or Kubernetes pod'
 netns\t'The socket\'s network namespace (inode)'"
+complete -c tcpstates -l web-config -d 'Serve --metrics as this Prometheus web configuration file says (the exporters\' --web.config.file): TLS certificate and key, a client CA for mutual TLS, basic auth users with bcrypt hashes' -r -F
 complete -c tcpstates -l ring-size -d 'Size of the kernel ring buffer (power of two, at least 4K; suffix K or M) [default: 1M per CPU, from 4M to 64M]' -r
 complete -c tcpstates -s 4 -l ipv4 -d 'Trace IPv4 sockets only'
 complete -c tcpstates -s 6 -l ipv6 -d 'Trace IPv6 sockets only'

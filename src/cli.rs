@@ -153,6 +153,12 @@ pub struct Args {
     )]
     pub metrics_labels: Vec<MetricLabel>,
 
+    /// Serve --metrics as this Prometheus web configuration file says (the exporters'
+    /// --web.config.file): TLS certificate and key, a client CA for mutual TLS, basic auth
+    /// users with bcrypt hashes
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    pub web_config: Option<std::path::PathBuf>,
+
     /// Print no transitions, events or snapshots (with --metrics: run as an exporter only)
     #[arg(short = 'q', long)]
     pub quiet: bool,

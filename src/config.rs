@@ -11,6 +11,7 @@ use crate::cli::{Args, EventKind, MetricLabel, OutputFormat};
 use crate::resolve;
 use crate::services::Services;
 use crate::tcp_state::TcpState;
+use crate::web_config::WebConfig;
 
 /// The kernel's command names are at most 15 bytes (TASK_COMM_LEN - 1).
 pub const COMM_LEN: usize = 15;
@@ -115,6 +116,8 @@ pub struct Config {
     pub alerts: Vec<AlertRule>,
     /// Serve Prometheus metrics here.
     pub metrics: Option<SocketAddr>,
+    /// How --metrics is served: TLS, users (--web-config).
+    pub web: WebConfig,
     pub metric_labels: MetricLabels,
     /// Nothing on stdout.
     pub quiet: bool,
@@ -127,23 +130,7 @@ pub struct Config {
 impl Config {
     /// Validates the options and resolves names (netns, cgroup) into kernel ids.
     pub fn from_args(args: Args) -> Result<Config> {
-        let family = match (args.ipv4, args.ipv6) {
-            (true, _) => Some(Family::Ipv4),
-            (_, true) => Some(Family::Ipv6),
-            _ => None,
-        };
-        let comm = args.comm.as_deref().map(comm_filter).transpose()?;
-        let cgroup = match (&args.cgroup, &args.service) {
-            (Some(path), _) => Some(resolve::cgroup_id(path)?),
-            (None, Some(name)) => Some(
-                Services::of_host()
-                    .resolve(name)
-                    .map_err(anyhow::Error::msg)?
-                    .0,
-            ),
-            (None, None) => None,
-        };
-        let netns = args.netns.as_deref().map(resolve::netns).transpose()?;
+        let (filters, netns_path) = filters(&args)?;
         let mode = match args.snapshot {
             Some(interval) => Mode::Snapshot {
                 interval,
@@ -152,7 +139,6 @@ impl Config {
             },
             None => Mode::Live,
         };
-        let state_mask = args.state.iter().fold(0, |mask, s| mask | s.mask());
         let terminal = std::io::stdout().is_terminal();
         if args.lifetimes
             && args.output == OutputFormat::Csv
@@ -162,17 +148,8 @@ impl Config {
         }
         Ok(Config {
             mode,
-            netns_path: netns.as_ref().and_then(|(_, path)| path.clone()),
-            filters: Filters {
-                family,
-                local_ports: dedup(args.localport),
-                remote_ports: dedup(args.remoteport),
-                pid: args.pid,
-                comm,
-                cgroup,
-                netns: netns.map(|(inode, _)| inode),
-                state_mask,
-            },
+            netns_path,
+            filters,
             output: args.output,
             timestamp: args.timestamp,
             wide: args.wide,
@@ -190,6 +167,10 @@ impl Config {
             },
             alerts: alert_rules(args.alert),
             metrics: args.metrics,
+            web: match &args.web_config {
+                Some(path) => WebConfig::load(path).map_err(|e| BadInput(format!("{e:#}")))?,
+                None => WebConfig::default(),
+            },
             metric_labels: MetricLabels {
                 comm: args.metrics_labels.contains(&MetricLabel::Comm),
                 lport: args.metrics_labels.contains(&MetricLabel::Lport),
@@ -205,7 +186,66 @@ impl Config {
     }
 }
 
+/// The filters, resolved (names to cgroup ids, namespace paths to inodes); and the path of the
+/// one namespace to watch, when one was named by path.
+fn filters(args: &Args) -> Result<(Filters, Option<PathBuf>)> {
+    let family = match (args.ipv4, args.ipv6) {
+        (true, _) => Some(Family::Ipv4),
+        (_, true) => Some(Family::Ipv6),
+        _ => None,
+    };
+    let comm = args.comm.as_deref().map(comm_filter).transpose()?;
+    let cgroup = match (&args.cgroup, &args.service) {
+        (Some(path), _) => Some(resolve::cgroup_id(path)?),
+        (None, Some(name)) => Some(
+            Services::of_host()
+                .resolve(name)
+                .map_err(anyhow::Error::msg)?
+                .0,
+        ),
+        (None, None) => None,
+    };
+    let netns = args.netns.as_deref().map(resolve::netns).transpose()?;
+    let netns_path = netns.as_ref().and_then(|(_, path)| path.clone());
+    let filters = Filters {
+        family,
+        local_ports: dedup(args.localport.clone()),
+        remote_ports: dedup(args.remoteport.clone()),
+        pid: args.pid,
+        comm,
+        cgroup,
+        netns: netns.map(|(inode, _)| inode),
+        state_mask: args.state.iter().fold(0, |mask, s| mask | s.mask()),
+    };
+    Ok((filters, netns_path))
+}
+
 /// NO_COLOR (no-color.org): set and not empty turns colour off.
+impl Config {
+    /// Where --metrics serves, as a URL (https with a TLS web config).
+    pub fn metrics_url(&self) -> Option<String> {
+        let scheme = if self.web.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        self.metrics
+            .map(|addr| format!("{scheme}://{addr}/metrics"))
+    }
+}
+
+/// Input to fix that an option names (a file it cannot use): exit status 2, as a usage error.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
 /// The ring buffer when not given: every CPU can fill it at once while the one reader is away,
 /// so 1 MiB per online CPU (about 9,000 records each, some 20 ms of the fastest loopback churn
 /// one CPU makes), within 4 to 64 MiB.

@@ -1,23 +1,26 @@
-//! The /metrics endpoint: a tiny_http server on its own thread that encodes the registry at each
-//! scrape, in the Prometheus text format or, when the scraper asks for it, OpenMetrics. It only
-//! reads metric handles, so a slow or stuck scraper never holds up the event loop.
+//! The /metrics endpoint: served from threads of its own (src/http_server.rs), it encodes the
+//! registry at each scrape, in the Prometheus text format or, when the scraper asks for it,
+//! OpenMetrics. It only reads metric handles, so a slow or stuck scraper never holds up the
+//! event loop.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
-use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::bpf::{self, Tracer};
 use crate::clock::Clock;
 use crate::config::MetricLabels;
+use crate::http_server::{Request, Response, Server};
 use crate::metrics::Metrics;
+use crate::namespaces::PortRanges;
+use crate::ports;
 use crate::table::ConnTable;
+use crate::web_config::WebConfig;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -27,6 +30,8 @@ pub struct Endpoint {
     pub metrics: Metrics,
     /// When the gauges were last brought up to date.
     refreshed: Option<Instant>,
+    /// Each namespace's ip_local_port_range.
+    port_ranges: PortRanges,
     /// Why the BPF run-time statistics are off, for stderr.
     warning: Option<String>,
     _run_stats: Option<OwnedFd>,
@@ -35,9 +40,11 @@ pub struct Endpoint {
 
 /// How often gauges (connections by state, CLOSE_WAIT owners, BPF costs) are brought up to date.
 const REFRESH: Duration = Duration::from_secs(1);
+/// Destinations exported with their ephemeral ports in use, the most used first.
+const MAX_PORT_SERIES: usize = 100;
 
 impl Endpoint {
-    pub fn start(listener: TcpListener, labels: MetricLabels) -> Result<Endpoint> {
+    pub fn start(listener: TcpListener, labels: MetricLabels, web: WebConfig) -> Result<Endpoint> {
         let metrics = Metrics::new(labels);
         let (run_stats, warning) = match bpf::enable_run_stats() {
             Ok(fd) => (Some(fd), None),
@@ -48,10 +55,11 @@ impl Endpoint {
                 )),
             ),
         };
-        let server = Exporter::start(listener, metrics.registry())?;
+        let server = Exporter::start(listener, metrics.registry(), web)?;
         Ok(Endpoint {
             metrics,
             refreshed: None,
+            port_ranges: PortRanges::default(),
             warning,
             _run_stats: run_stats,
             _server: server,
@@ -80,13 +88,15 @@ impl Endpoint {
         prepare(table);
         self.metrics.refresh(table, Clock::boot_now_ns());
         self.metrics.bpf_programs(&tracer.program_stats());
+        let ranges = self.port_ranges.of(table.conns().map(|c| c.netns));
+        let uses = ports::pressure(table.conns(), ranges, MAX_PORT_SERIES);
+        self.metrics.port_pressure(&uses, ranges);
     }
 }
 
 /// The running server; dropping it stops it.
 pub struct Exporter {
-    server: Arc<Server>,
-    thread: Option<JoinHandle<()>>,
+    _server: Server,
 }
 
 impl Exporter {
@@ -95,33 +105,14 @@ impl Exporter {
         TcpListener::bind(addr).with_context(|| format!("--metrics {addr}: cannot listen"))
     }
 
-    /// Serves `registry` on `listener` from a thread of its own.
-    pub fn start(listener: TcpListener, registry: Arc<Registry>) -> Result<Exporter> {
-        let server = Server::from_listener(listener, None)
-            .map_err(|e| anyhow!("starting the metrics server: {e}"))?;
-        let server = Arc::new(server);
-        let serving = Arc::clone(&server);
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for request in serving.incoming_requests() {
-                    respond(request, &registry);
-                }
-            })
-            .context("starting the metrics thread")?;
-        Ok(Exporter {
-            server,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    /// Serves `registry` on `listener`, as the web configuration says (TLS, users).
+    pub fn start(
+        listener: TcpListener,
+        registry: Arc<Registry>,
+        web: WebConfig,
+    ) -> Result<Exporter> {
+        let server = Server::start(listener, web, move |request| respond(request, &registry))?;
+        Ok(Exporter { _server: server })
     }
 }
 
@@ -147,33 +138,24 @@ pub fn exposition(registry: &Registry, openmetrics: bool) -> (String, &'static s
     (body, content_type)
 }
 
-fn header(name: &str, value: &str) -> Option<Header> {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-}
-
-fn respond(request: Request, registry: &Registry) {
-    let path = request.url().split('?').next().unwrap_or("");
-    let response = match (request.method(), path) {
-        (Method::Get | Method::Head, "/metrics") => {
-            let accept = request
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Accept"))
-                .map(|h| h.value.as_str());
-            let (body, content_type) = exposition(registry, wants_openmetrics(accept));
-            let mut response = Response::from_string(body);
-            if let Some(h) = header("Content-Type", content_type) {
-                response = response.with_header(h);
+fn respond(request: &Request, registry: &Registry) -> Response {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET" | "HEAD", "/metrics") => {
+            let (body, content_type) =
+                exposition(registry, wants_openmetrics(request.accept.as_deref()));
+            Response {
+                status: 200,
+                content_type,
+                body,
             }
-            response
         }
-        (Method::Get, "/") => Response::from_string(
+        ("GET" | "HEAD", "/") => Response::text(
+            200,
             "tcpstates: TCP connection states and transitions. Metrics at /metrics\n",
         ),
-        _ => Response::from_string("not found\n").with_status_code(404),
-    };
-    // The scraper may have gone away: nothing to do about it.
-    let _ = request.respond(response);
+        (_, "/metrics" | "/") => Response::text(405, "method not allowed\n"),
+        _ => Response::text(404, "not found\n"),
+    }
 }
 
 #[cfg(test)]

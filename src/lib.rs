@@ -13,12 +13,14 @@ pub mod features;
 #[cfg(test)]
 mod generated;
 pub mod holders;
+pub mod http_server;
 pub mod lifetimes;
 pub mod live;
 pub mod losses;
 pub mod metrics;
 pub mod namespaces;
 pub mod plural;
+pub mod ports;
 pub mod preflight;
 pub mod render;
 pub mod report;
@@ -31,6 +33,7 @@ pub mod signals;
 pub mod snapshots;
 pub mod table;
 pub mod tcp_state;
+pub mod web_config;
 
 pub mod skel {
     #![allow(

@@ -27,7 +27,7 @@ pub struct Stream {
     shown: u64,
     /// What the rows say on stderr at the start and the end.
     quiet: bool,
-    metrics: Option<std::net::SocketAddr>,
+    metrics_url: Option<String>,
     buf: Vec<u8>,
     out: io::StdoutLock<'static>,
 }
@@ -52,7 +52,7 @@ impl Stream {
             count: config.count,
             shown: 0,
             quiet: config.quiet,
-            metrics: config.metrics,
+            metrics_url: config.metrics_url(),
             buf: Vec::with_capacity(1 << 16),
             out: io::stdout().lock(),
         }
@@ -84,11 +84,8 @@ impl Sink for Stream {
         if self.show_connections && !self.quiet {
             tracing.push_str(" (connections shown when they end)");
         }
-        if let (Some(addr), Some(listed)) = (self.metrics, &session.listed) {
-            tracing.push_str(&format!(
-                " in {}, metrics at http://{addr}/metrics",
-                listed.describe()
-            ));
+        if let (Some(url), Some(listed)) = (&self.metrics_url, &session.listed) {
+            tracing.push_str(&format!(" in {}, metrics at {url}", listed.describe()));
         }
         eprintln!("{tracing}. Hit Ctrl-C to end.");
         self.renderer.begin(&mut self.buf);

@@ -6,7 +6,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use tcpstates::cli::Args;
-use tcpstates::config::{Config, Mode};
+use tcpstates::config::{BadInput, Config, Mode};
 use tcpstates::live::Stream;
 use tcpstates::render::snapshot::Style;
 use tcpstates::session::{self, Outcome};
@@ -21,6 +21,10 @@ fn main() -> ExitCode {
         Ok(outcome) if outcome.alerts > 0 => ExitCode::from(ALERTS_FIRED),
         Ok(_) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<BadInput>().is_some() => {
+            eprintln!("tcpstates: {}", one_line(&format!("{err:#}")));
+            ExitCode::from(2)
+        }
         Err(err) => {
             eprintln!("tcpstates: {}", one_line(&format!("{err:#}")));
             ExitCode::FAILURE

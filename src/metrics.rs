@@ -20,6 +20,7 @@ use crate::config::MetricLabels;
 use crate::event::{Comm, Owner, Transition};
 use crate::lifetimes::{Connection, Ending};
 use crate::losses::LostReason;
+use crate::ports::{PortRange, PortUse};
 use crate::sanitize;
 use crate::services::Service;
 use crate::table::{Conn, ConnTable};
@@ -207,9 +208,14 @@ pub struct Metrics {
     close_wait_owners: Gauge,
     close_wait_by_process: Family<Labels, Gauge>,
     close_wait_oldest: Gauge<f64, AtomicU64>,
+    fin_wait2_oldest: Gauge<f64, AtomicU64>,
     lost: Family<Labels, Counter>,
     bpf_seconds: Family<Labels, Counter<f64, AtomicU64>>,
     bpf_runs: Family<Labels, Counter>,
+    ports_in_use: Family<Labels, Gauge>,
+    port_range: Family<Labels, Gauge>,
+    /// The port gauges set at the last refresh.
+    ports_set: HashSet<Labels>,
     transition_handles: Cache<(TcpState, TcpState, Extra), Counter>,
     state_handles: Cache<(TcpState, Extra), Histogram>,
     ended_handles: Cache<(usize, Extra), Counter>,
@@ -245,6 +251,10 @@ const CLOSE_WAIT_OLDEST: Named = (
     "tcpstates_close_wait_oldest_seconds",
     "Age of the oldest CLOSE_WAIT socket (for sockets older than tcpstates: their idle time, a lower bound)",
 );
+const FIN_WAIT2_OLDEST: Named = (
+    "tcpstates_fin_wait2_oldest_seconds",
+    "Age of the oldest FIN_WAIT2 socket (this side closed, the peer has not; a lower bound for sockets older than tcpstates)",
+);
 const ENDED: Named = (
     "tcpstates_connections_ended",
     "Connections that ended, by how: fin, reset_sent, reset_received, refused, timeout, aborted, error",
@@ -271,6 +281,14 @@ const BPF_SECONDS: Named = (
 );
 const BPF_RUNS: Named = ("tcpstates_bpf_runs", "Runs of tcpstates' BPF programs");
 const BUILD_INFO: Named = ("tcpstates_build_info", "tcpstates' version");
+const PORTS_IN_USE: Named = (
+    "tcpstates_ephemeral_ports_in_use",
+    "Local ports of ip_local_port_range held (any state, TIME_WAIT included) from one source address to one destination, the 100 most used",
+);
+const PORT_RANGE: Named = (
+    "tcpstates_ephemeral_port_range_size",
+    "Ports in the network namespace's ip_local_port_range",
+);
 
 /// `metric`, registered under its name.
 fn registered<M: prometheus_client::registry::Metric + Clone>(
@@ -302,6 +320,7 @@ impl Metrics {
         let close_wait_owners = registered(r, CLOSE_WAIT_OWNERS, Default::default());
         let close_wait_by_process = registered(r, CLOSE_WAIT_BY_PROCESS, Family::default());
         let close_wait_oldest = registered(r, CLOSE_WAIT_OLDEST, Default::default());
+        let fin_wait2_oldest = registered(r, FIN_WAIT2_OLDEST, Default::default());
         let ended = registered(r, ENDED, Default::default());
         let bytes = registered(r, BYTES, Default::default());
         let retransmits = registered(r, RETRANSMITS, Default::default());
@@ -310,9 +329,15 @@ impl Metrics {
             LIFETIME_SECONDS,
             Histograms::new_with_constructor(seconds_histogram),
         );
-        let lost = registered(r, LOST, Family::default());
+        let lost: Family<Labels, Counter> = registered(r, LOST, Family::default());
+        // At 0 from the start: an alert on its increase needs the series before the first loss.
+        for reason in [LostReason::RingBufferFull, LostReason::BpfRecursion] {
+            drop(lost.get_or_create(&vec![("reason", reason.key().to_string())]));
+        }
         let bpf_seconds = registered(r, BPF_SECONDS, Default::default());
         let bpf_runs = registered(r, BPF_RUNS, Family::default());
+        let ports_in_use = registered(r, PORTS_IN_USE, Family::default());
+        let port_range = registered(r, PORT_RANGE, Family::default());
         let build_info: Family<Labels, Gauge> = registered(r, BUILD_INFO, Family::default());
         build_info
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
@@ -331,9 +356,13 @@ impl Metrics {
             close_wait_owners,
             close_wait_by_process,
             close_wait_oldest,
+            fin_wait2_oldest,
             lost,
             bpf_seconds,
             bpf_runs,
+            ports_in_use,
+            port_range,
+            ports_set: HashSet::new(),
             transition_handles: Cache::new(),
             state_handles: Cache::new(),
             ended_handles: Cache::new(),
@@ -454,16 +483,23 @@ impl Metrics {
         let mut counts: HashMap<(TcpState, Extra), i64> = HashMap::new();
         let mut holders: HashMap<Option<Owner>, i64> = HashMap::new();
         let mut oldest = 0u64;
+        let mut oldest_fin_wait2 = 0u64;
         for c in table.conns() {
             let extra = Extra::of(opt, Labelled::from(c));
             *counts.entry((c.state, extra)).or_default() += 1;
-            if c.state == TcpState::CloseWait {
-                *holders.entry(c.owner).or_default() += 1;
-                oldest = oldest.max(c.age(now_ns).map_or(0, |a| a.ns()));
+            let age = || c.age(now_ns).map_or(0, |a| a.ns());
+            match c.state {
+                TcpState::CloseWait => {
+                    *holders.entry(c.owner).or_default() += 1;
+                    oldest = oldest.max(age());
+                }
+                TcpState::FinWait2 => oldest_fin_wait2 = oldest_fin_wait2.max(age()),
+                _ => {}
             }
         }
         self.close_wait_owners.set(holders.len() as i64);
         self.close_wait_oldest.set(oldest as f64 / 1e9);
+        self.fin_wait2_oldest.set(oldest_fin_wait2 as f64 / 1e9);
         self.set_close_wait_holders(holders);
         let mut set = HashSet::new();
         let mut series = 0;
@@ -522,6 +558,41 @@ impl Metrics {
             self.close_wait_by_process.remove(gone);
         }
         self.holders_set = set;
+    }
+
+    /// The ephemeral ports in use per destination (`uses`, already the most used), and the
+    /// range of each namespace they are in; series no longer there are removed.
+    pub fn port_pressure(&mut self, uses: &[PortUse], ranges: &HashMap<u32, PortRange>) {
+        let mut set = HashSet::new();
+        let mut namespaces = HashSet::new();
+        for u in uses {
+            let labels = vec![
+                ("netns", u.netns.to_string()),
+                ("saddr", u.local.to_string()),
+                ("daddr", u.remote.to_string()),
+                ("dport", u.remote_port.to_string()),
+            ];
+            self.ports_in_use
+                .get_or_create(&labels)
+                .set(i64::from(u.in_use));
+            set.insert(labels);
+            namespaces.insert(u.netns);
+        }
+        for netns in namespaces {
+            if let Some(range) = ranges.get(&netns) {
+                let labels = vec![("netns", netns.to_string())];
+                self.port_range
+                    .get_or_create(&labels)
+                    .set(i64::from(range.size()));
+                set.insert(labels);
+            }
+        }
+        for gone in self.ports_set.difference(&set) {
+            // Each set holds both kinds; removing from the family without it does nothing.
+            self.ports_in_use.remove(gone);
+            self.port_range.remove(gone);
+        }
+        self.ports_set = set;
     }
 
     /// Adds what the BPF programs ran since the last call: (name, run time ns, runs), cumulative.

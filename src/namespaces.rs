@@ -8,7 +8,12 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::AsFd;
+
 use anyhow::{Context, Result};
+use nix::sched::{setns, CloneFlags};
+
+use crate::ports::PortRange;
 
 /// Directories of bind-mounted namespaces, and what their entries' names are.
 const NAMED: [&str; 2] = ["/run/netns", "/run/docker/netns"];
@@ -81,6 +86,78 @@ fn is_pid(path: &Path) -> bool {
 /// The namespace inode behind a /proc or bind-mount path (stat follows it to the nsfs inode).
 fn inode_of(path: &Path) -> Option<u32> {
     u32::try_from(std::fs::metadata(path).ok()?.ino()).ok()
+}
+
+/// Each namespace's ip_local_port_range (a per-namespace sysctl), read from a thread that
+/// enters each in turn. One that cannot be entered or read is left out.
+pub fn port_ranges(namespaces: &[Namespace]) -> HashMap<u32, PortRange> {
+    let read = || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|text| PortRange::parse(&text))
+    };
+    let mut ranges = HashMap::new();
+    for ns in namespaces.iter().filter(|ns| ns.file.is_none()) {
+        if let Some(range) = read() {
+            ranges.insert(ns.inode, range);
+        }
+    }
+    let others: Vec<(u32, &File)> = namespaces
+        .iter()
+        .filter_map(|ns| Some((ns.inode, ns.file.as_ref()?)))
+        .collect();
+    if others.is_empty() {
+        return ranges;
+    }
+    let entered = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                others
+                    .into_iter()
+                    .filter_map(|(inode, file)| {
+                        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+                        Some((inode, read()?))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap_or_default()
+    });
+    ranges.extend(entered);
+    ranges
+}
+
+/// Each namespace's ip_local_port_range, read again every REREAD, or sooner (at most every
+/// RETRY) when a socket is in a namespace not read yet (one made since).
+#[derive(Default)]
+pub struct PortRanges {
+    ranges: HashMap<u32, PortRange>,
+    read: Option<std::time::Instant>,
+}
+
+impl PortRanges {
+    const REREAD: std::time::Duration = std::time::Duration::from_secs(30);
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// The ranges, up to date for the namespaces `netns` lists.
+    pub fn of(&mut self, netns: impl IntoIterator<Item = u32>) -> &HashMap<u32, PortRange> {
+        let age = self.read.map(|at| at.elapsed());
+        let due = match age {
+            None => true,
+            Some(age) if age >= Self::REREAD => true,
+            Some(age) if age >= Self::RETRY => {
+                netns.into_iter().any(|ns| !self.ranges.contains_key(&ns))
+            }
+            _ => false,
+        };
+        if due {
+            if let Ok(namespaces) = all() {
+                self.ranges = port_ranges(&namespaces);
+            }
+            self.read = Some(std::time::Instant::now());
+        }
+        &self.ranges
+    }
 }
 
 /// Names by inode, for display.

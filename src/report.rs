@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::alerts::Alert;
 use crate::event::Owner;
 use crate::lifetimes::Ending;
+use crate::ports::PortUse;
 use crate::services::Service;
 use crate::table::{Age, Conn, ConnTable};
 use crate::tcp_state::TcpState;
@@ -71,6 +72,8 @@ pub struct Report<'a> {
     pub alerts: Vec<Alert>,
     /// Names of network namespaces (ip netns, docker), by inode, for display.
     pub netns_names: HashMap<u32, String>,
+    /// The destinations with the most ephemeral ports in use, most first.
+    pub port_pressure: Vec<PortUse>,
 }
 
 impl<'a> Report<'a> {
@@ -115,6 +118,7 @@ impl<'a> Report<'a> {
             ended: [0; Ending::NAMES.len()],
             alerts: Vec::new(),
             netns_names: HashMap::new(),
+            port_pressure: Vec::new(),
         }
     }
 

@@ -240,7 +240,7 @@ pub fn run<S: Sink>(config: &Config, sink_for: impl FnOnce(Clock) -> S) -> Resul
     }
     let endpoint = setup
         .listener
-        .map(|l| Endpoint::start(l, config.metric_labels))
+        .map(|l| Endpoint::start(l, config.metric_labels, config.web.clone()))
         .transpose()?;
     let mut session = Session {
         tracer: &tracer,

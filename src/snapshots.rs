@@ -6,7 +6,6 @@
 //! owners from the same maps, and was faster in measurements (20k sockets: ~15 ms vs ~25 ms).
 
 use std::io::{self, BufWriter, Write};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -19,9 +18,13 @@ use crate::lifetimes::{Connection, Ending};
 use crate::losses::LostReason;
 use crate::namespaces;
 use crate::plural::counted;
+use crate::ports;
 use crate::render::snapshot::{self, SnapshotRenderer, Style};
 use crate::report::Report;
 use crate::session::{Session, Sink, Totals};
+
+/// Destinations listed with their ephemeral ports in use (JSON; text shows the first five).
+const PORT_PRESSURE_LISTED: usize = 20;
 
 /// Builds a report every interval and renders it.
 pub struct Ticker {
@@ -33,11 +36,13 @@ pub struct Ticker {
     info: bool,
     quiet: bool,
     count: Option<u64>,
-    metrics: Option<SocketAddr>,
+    metrics_url: Option<String>,
     /// Since the last snapshot: connections ended, by how, events lost, alerts fired.
     ended: [u64; Ending::NAMES.len()],
     lost: u64,
     alerts: Vec<Alert>,
+    /// Each namespace's ip_local_port_range, for port pressure.
+    port_ranges: namespaces::PortRanges,
     shown: u64,
     out: BufWriter<io::StdoutLock<'static>>,
 }
@@ -51,9 +56,10 @@ impl Ticker {
             info: style.info,
             quiet: config.quiet,
             count: config.count,
-            metrics: config.metrics,
+            metrics_url: config.metrics_url(),
             ended: [0; Ending::NAMES.len()],
             lost: 0,
+            port_ranges: namespaces::PortRanges::default(),
             alerts: Vec::new(),
             shown: 0,
             out: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
@@ -92,6 +98,9 @@ impl Ticker {
         if let Some(listed) = &session.listed {
             report.netns_names = namespaces::names(&listed.namespaces);
         }
+        let ranges = self.port_ranges.of(report.conns.iter().map(|c| c.netns));
+        report.port_pressure =
+            ports::pressure(report.conns.iter().copied(), ranges, PORT_PRESSURE_LISTED);
         report.alerts = std::mem::take(&mut self.alerts);
         if !self.quiet {
             self.renderer.snapshot(&mut self.out, &report)?;
@@ -146,8 +155,9 @@ impl Sink for Ticker {
                 .as_ref()
                 .map_or(String::new(), |listed| format!(" in {}", listed.describe()));
             let metrics_at = self
-                .metrics
-                .map(|addr| format!(", metrics at http://{addr}/metrics"))
+                .metrics_url
+                .as_ref()
+                .map(|url| format!(", metrics at {url}"))
                 .unwrap_or_default();
             eprintln!(
                 "Tracing TCP state transitions{scope}, a snapshot every {}{metrics_at}. Hit Ctrl-C to end.",

@@ -276,7 +276,7 @@ impl ConnTable {
         std::mem::take(&mut self.transitions)
     }
 
-    pub fn conns(&self) -> impl Iterator<Item = &Conn> {
+    pub fn conns(&self) -> impl Iterator<Item = &Conn> + Clone {
         self.conns.values()
     }
 
@@ -337,6 +337,27 @@ pub(crate) mod tests {
             holders: None,
             info: SocketInfo::default(),
         }
+    }
+
+    /// A connection of namespace `netns` between two endpoints, as a snapshot holds it.
+    pub fn socket_at(
+        netns: u32,
+        local: &str,
+        local_port: u16,
+        remote: &str,
+        remote_port: u16,
+        state: TcpState,
+    ) -> Conn {
+        let mut table = ConnTable::default();
+        table.seed_socket(Socket {
+            netns,
+            local: local.parse().unwrap(),
+            local_port,
+            remote: remote.parse().unwrap(),
+            remote_port,
+            ..socket(1, state, 0)
+        });
+        table.conns.into_values().next().unwrap()
     }
 
     fn states(table: &ConnTable) -> Vec<(u64, TcpState)> {

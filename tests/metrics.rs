@@ -5,129 +5,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::prometheus::{free_port, get, Prometheus};
 use common::{Netns, Peer, Tool};
-use serde_json::Value;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A plain HTTP/1.0 GET on loopback: the body, or None if the server did not answer.
-fn get(port: u16, path_and_query: &str, accept: Option<&str>) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    write!(
-        stream,
-        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n{accept}\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?;
-    (status == "200").then(|| body.to_string())
-}
-
-/// `query` percent-encoded for a URL.
-fn encode(query: &str) -> String {
-    query
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A Prometheus server of the test's own on loopback, with its data in a temporary directory.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Prometheus {
-    fn start(target_port: u16) -> Prometheus {
-        assert!(
-            Path::new("/usr/bin/prometheus").exists(),
-            "Debian's prometheus package is needed: bash .ci/install-deps"
-        );
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("tcpstates-prometheus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-                 scrape_configs:\n  - job_name: tcpstates\n    static_configs:\n      \
-                 - targets: ['127.0.0.1:{target_port}']\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting prometheus");
-        Prometheus { child, port, dir }
-    }
-
-    /// The value of an instant query's single result, if it has one.
-    fn value(&self, query: &str) -> Option<f64> {
-        let body = get(
-            self.port,
-            &format!("/api/v1/query?query={}", encode(query)),
-            None,
-        )?;
-        let v: Value = serde_json::from_str(&body).ok()?;
-        let result = v["data"]["result"].as_array()?;
-        if result.len() != 1 {
-            return None;
-        }
-        result[0]["value"][1].as_str()?.parse().ok()
-    }
-
-    /// Waits until `query` gives `want`; returns what it gave last.
-    fn wait_for(&self, query: &str, want: f64) -> Option<f64> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut last = None;
-        while Instant::now() < deadline {
-            last = self.value(query);
-            if last == Some(want) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
-        last
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[test]
 fn a_real_prometheus_scrapes_the_transitions_and_states_the_test_made() {

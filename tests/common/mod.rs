@@ -1,6 +1,8 @@
 //! Helpers for the root integration tests: private network namespaces, the tool, scripted peers.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ use super::fields::ConnRecord;
 use super::SnapshotRenderer;
 use crate::clock::Clock;
 use crate::lifetimes::Ending;
+use crate::ports::PortUse;
 use crate::render::record::{ms, service, AlertRecord, Name, Rfc3339Micros};
 use crate::report::{Grouping, Holder, Pattern, Report, ServiceCount};
 use crate::table::{Age, Conn};
@@ -156,6 +157,35 @@ struct SnapshotTail<'a> {
     /// Connections that ended in the interval, by how they ended.
     ended: EndedCounts<'a>,
     alerts: Vec<AlertRecord<'a>>,
+    /// The destinations with the most ephemeral ports in use.
+    port_pressure: Vec<PortUseRecord>,
+}
+
+/// Ephemeral ports in use from one address to one destination.
+#[derive(Serialize)]
+struct PortUseRecord {
+    netns: u32,
+    laddr: std::net::IpAddr,
+    raddr: std::net::IpAddr,
+    rport: u16,
+    in_use: u32,
+    range: u32,
+    /// Of the range, rounded to a tenth.
+    percent: f64,
+}
+
+impl PortUseRecord {
+    fn new(u: &PortUse) -> PortUseRecord {
+        PortUseRecord {
+            netns: u.netns,
+            laddr: u.local,
+            raddr: u.remote,
+            rport: u.remote_port,
+            in_use: u.in_use,
+            range: u.range,
+            percent: (u.percent() * 10.0).round() / 10.0,
+        }
+    }
 }
 
 /// Below this many connections per thread, one thread writes them all: a thread costs more
@@ -265,6 +295,7 @@ impl SnapshotRenderer for SnapshotJson {
                 .iter()
                 .map(|a| AlertRecord::new(a, &self.clock))
                 .collect(),
+            port_pressure: r.port_pressure.iter().map(PortUseRecord::new).collect(),
         })?;
         // serde_json writes in small pieces: buffer them here, where the writes are inlined,
         // rather than make a dynamic call for each.
@@ -334,8 +365,17 @@ mod tests {
     fn json_golden() {
         let t = table();
         let mut out = Vec::new();
+        let mut r = report(&t);
+        r.port_pressure = vec![PortUse {
+            netns: 7,
+            local: "127.0.0.1".parse().unwrap(),
+            remote: "127.0.0.2".parse().unwrap(),
+            remote_port: 5000,
+            in_use: 2,
+            range: 28232,
+        }];
         SnapshotJson::new(false, false, crate::render::fixtures::clock())
-            .snapshot(&mut out, &report(&t))
+            .snapshot(&mut out, &r)
             .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -349,7 +389,8 @@ mod tests {
                 r#""close_wait":[{"pid":10,"comm":"srv","count":1,"oldest_ms":12500.0,"oldest_is_idle":false}],"#,
                 r#""close_wait_services":[],"time_wait_services":[],"#,
                 r#""time_wait":null,"fin_wait2":null,"#,
-                r#""ended":{"fin":0,"reset_sent":0,"reset_received":0,"refused":0,"timeout":0,"aborted":0,"error":0},"alerts":[]}"#,
+                r#""ended":{"fin":0,"reset_sent":0,"reset_received":0,"refused":0,"timeout":0,"aborted":0,"error":0},"alerts":[],"#,
+                r#""port_pressure":[{"netns":7,"laddr":"127.0.0.1","raddr":"127.0.0.2","rport":5000,"in_use":2,"range":28232,"percent":0.0}]}"#,
                 "\n"
             )
         );

@@ -5,11 +5,14 @@ use std::io::{self, Write};
 
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 
+use std::net::{IpAddr, SocketAddr};
+
 use super::{age_text, foreign, owner_text, SnapshotRenderer};
 use crate::alerts::Alert;
 use crate::lifetimes::Ending;
 use crate::plural::counted;
 use crate::report::{endpoint, Grouping, Pattern, Report, ServiceCount};
+use crate::sanitize;
 use crate::services::Service;
 use crate::table::Conn;
 use crate::tcp_state::TcpState;
@@ -60,34 +63,32 @@ impl SnapshotText {
     fn table(&self, out: &mut dyn Write, report: &Report<'_>) -> io::Result<()> {
         let columns = self.columns(report);
         let header = columns.header();
-        let rows: Vec<Vec<String>> = report
-            .conns
-            .iter()
-            .map(|c| columns.row(c, report))
-            .collect();
         if self.terminal {
+            let rows = report
+                .conns
+                .iter()
+                .map(|c| columns.row(c, report))
+                .collect();
             return self.boxed(out, header, rows, report, columns.state_index());
         }
+        // Plain columns: one pass for the widths, one to write, each row into one reused
+        // string (a table of 100,000 sockets held as a string per cell cost more than ss).
+        let mut row = RowText::default();
         let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
+        for c in &report.conns {
+            columns.write_row(c, report, &mut row);
+            for (w, cell) in widths.iter_mut().zip(row.cells()) {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let mut line = |cells: &[&str]| -> io::Result<()> {
-            let mut text = String::new();
-            for (i, cell) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    text.push_str(cell);
-                } else {
-                    text.push_str(&format!("{:<width$}  ", cell, width = widths[i]));
-                }
-            }
-            writeln!(out, "{}", text.trim_end())
-        };
-        line(&header)?;
-        for row in &rows {
-            line(&row.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let mut line = Vec::with_capacity(256);
+        aligned(&mut line, header.iter().copied(), &widths);
+        out.write_all(&line)?;
+        for c in &report.conns {
+            columns.write_row(c, report, &mut row);
+            line.clear();
+            aligned(&mut line, row.cells(), &widths);
+            out.write_all(&line)?;
         }
         Ok(())
     }
@@ -160,33 +161,109 @@ impl Columns {
         3 + usize::from(self.netns)
     }
 
+    /// A row's cells as strings, for comfy-table.
     fn row(&self, c: &Conn, report: &Report<'_>) -> Vec<String> {
-        let mut row = Vec::with_capacity(11);
-        if self.netns {
-            row.push(
-                report
-                    .netns_names
-                    .get(&c.netns)
-                    .cloned()
-                    .unwrap_or_else(|| c.netns.to_string()),
-            );
-        }
-        row.extend([
-            if c.is_ipv6() { "tcp6" } else { "tcp" }.to_string(),
-            endpoint(c.local, c.local_port),
-            foreign(c),
-            c.state.name().to_string(),
-            owner_text(c.owner),
-        ]);
-        if self.service {
-            row.push(c.service.as_ref().map_or("-".to_string(), |s| s.label()));
-        }
-        row.push(age_text(c.age(report.now_ns)));
-        if self.info {
-            row.extend(info_cells(c));
-        }
-        row
+        let mut row = RowText::default();
+        self.write_row(c, report, &mut row);
+        row.cells().map(str::to_string).collect()
     }
+
+    fn write_row(&self, c: &Conn, report: &Report<'_>, row: &mut RowText) {
+        use std::fmt::Write as _;
+        row.clear();
+        // Writing into a String cannot fail.
+        if self.netns {
+            match report.netns_names.get(&c.netns) {
+                Some(name) => row.text.push_str(name),
+                None => _ = write!(row.text, "{}", c.netns),
+            }
+            row.end_cell();
+        }
+        row.text.push_str(if c.is_ipv6() { "tcp6" } else { "tcp" });
+        row.end_cell();
+        _ = write!(row.text, "{}", SocketAddr::new(c.local, c.local_port));
+        row.end_cell();
+        match (c.state, c.remote) {
+            (TcpState::Listen, IpAddr::V4(_)) => row.text.push_str("0.0.0.0:*"),
+            (TcpState::Listen, IpAddr::V6(_)) => row.text.push_str("[::]:*"),
+            _ => _ = write!(row.text, "{}", SocketAddr::new(c.remote, c.remote_port)),
+        }
+        row.end_cell();
+        row.text.push_str(c.state.name());
+        row.end_cell();
+        match c.owner {
+            Some(o) => {
+                _ = write!(
+                    row.text,
+                    "{}/{}",
+                    o.pid,
+                    sanitize::escape(o.comm.as_bytes())
+                )
+            }
+            None => row.text.push('-'),
+        }
+        row.end_cell();
+        if self.service {
+            match &c.service {
+                Some(service) => row.text.push_str(&service.label()),
+                None => row.text.push('-'),
+            }
+            row.end_cell();
+        }
+        row.text.push_str(&age_text(c.age(report.now_ns)));
+        row.end_cell();
+        if self.info {
+            for cell in info_cells(c) {
+                row.text.push_str(&cell);
+                row.end_cell();
+            }
+        }
+    }
+}
+
+/// One row's cells, written one after another into one string.
+#[derive(Default)]
+struct RowText {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl RowText {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    fn end_cell(&mut self) {
+        self.ends.push(self.text.len());
+    }
+
+    fn cells(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let cell = &self.text[start..end];
+            start = end;
+            cell
+        })
+    }
+}
+
+/// One line of plain columns: each cell but the last padded to its column's width and two
+/// spaces, no trailing blanks.
+fn aligned<'a>(line: &mut Vec<u8>, cells: impl Iterator<Item = &'a str>, widths: &[usize]) {
+    let mut previous = 0;
+    for (i, cell) in cells.enumerate() {
+        if i > 0 {
+            let pad = widths[i - 1].saturating_sub(previous) + 2;
+            line.resize(line.len() + pad, b' ');
+        }
+        line.extend_from_slice(cell.as_bytes());
+        previous = cell.chars().count();
+    }
+    while line.last() == Some(&b' ') {
+        line.pop();
+    }
+    line.push(b'\n');
 }
 
 /// The -i cells: `-` where the figures do not apply (listeners, TIME_WAIT) or were not read.
@@ -200,6 +277,30 @@ fn info_cells(c: &Conn) -> [String; 4] {
         ],
         _ => ["-", "-", "-", "-"].map(String::from),
     }
+}
+
+/// The destinations with the most ephemeral ports in use, as a share of the range.
+fn port_pressure_text(r: &Report<'_>) -> Option<String> {
+    const SHOWN: usize = 5;
+    if r.port_pressure.is_empty() {
+        return None;
+    }
+    let uses: Vec<String> = r
+        .port_pressure
+        .iter()
+        .take(SHOWN)
+        .map(|u| {
+            format!(
+                "{} -> {} {} of {} ({:.1}%)",
+                u.local,
+                endpoint(u.remote, u.remote_port),
+                u.in_use,
+                u.range,
+                u.percent()
+            )
+        })
+        .collect();
+    Some(format!("Ephemeral ports in use: {}", uses.join(", ")))
 }
 
 fn ended_text(r: &Report<'_>) -> Option<String> {
@@ -319,6 +420,9 @@ impl SnapshotRenderer for SnapshotText {
         }
         if let Some(ended) = ended_text(r) {
             writeln!(out, "{ended}")?;
+        }
+        if let Some(ports) = port_pressure_text(r) {
+            writeln!(out, "{ports}")?;
         }
         for alert in &r.alerts {
             writeln!(out, "{}", alert_text(alert))?;
