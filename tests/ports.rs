@@ -36,6 +36,10 @@ fn port_pressure_is_what_ss_counts_per_destination() {
         )
     })
     .expect("setting the test namespace's ip_local_port_range");
+    // A connect may otherwise take over a TIME_WAIT's port towards loopback (tcp_tw_reuse 2,
+    // the default), which 5.10 did here, ending the TIME_WAIT that holds it.
+    ns.run_inside(|| std::fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0"))
+        .expect("turning off TIME_WAIT reuse in the test's namespace");
     let port = SERVER_PORT.to_string();
     let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", &port, "--connections", "10"]);
     server.expect("listening");
