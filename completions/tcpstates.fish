@@ -10,6 +10,7 @@ complete -c tcpstates -s o -l output -d 'Output format' -r -f -a "text\t'Aligned
 json\t'One JSON object per line'
 csv\t'Comma-separated values with a header row'"
 complete -c tcpstates -l snapshot -d 'Instead of the stream, print what the connections are now, every INTERVAL (e.g. 1s, 5s, 1m)' -r
+complete -c tcpstates -l top -d 'A live full-screen view, refreshed every INTERVAL [default: 1s]: per-state counts and their trend, who holds CLOSE_WAIT, TIME_WAIT by destination, the connections (sortable, filtered with /) and the latest transitions. Press ? for its keys, q to quit' -r
 complete -c tcpstates -l events -d 'Also stream these events (comma-separated): retransmit, reset (sent and received), drop (TCP packets the kernel dropped, with its reason)' -r -f -a "retransmit\t'A segment retransmitted'
 reset\t'An RST sent or received'
 drop\t'A TCP packet dropped by the kernel, with its drop reason'"

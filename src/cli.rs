@@ -102,6 +102,20 @@ pub struct Args {
     #[arg(long, value_name = "INTERVAL", value_parser = parse_duration)]
     pub snapshot: Option<Duration>,
 
+    /// A live full-screen view, refreshed every INTERVAL [default: 1s]: per-state counts and
+    /// their trend, who holds CLOSE_WAIT, TIME_WAIT by destination, the connections (sortable,
+    /// filtered with /) and the latest transitions. Press ? for its keys, q to quit
+    #[arg(
+        long,
+        value_name = "INTERVAL",
+        num_args = 0..=1,
+        require_equals = false,
+        default_missing_value = "1s",
+        value_parser = parse_duration,
+        conflicts_with_all = ["snapshot", "lifetimes", "events", "alert", "count", "output", "quiet", "timestamp", "wide"]
+    )]
+    pub top: Option<Duration>,
+
     /// With --snapshot: only the counts and diagnoses, without the connection table
     #[arg(long, requires = "snapshot")]
     pub summary: bool,

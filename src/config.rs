@@ -60,6 +60,8 @@ pub enum Mode {
         /// Per-connection RTT, retransmit and in-flight columns.
         info: bool,
     },
+    /// A full-screen view for a person, refreshed every `interval`.
+    Top { interval: Duration },
 }
 
 /// Events streamed besides transitions (--events).
@@ -137,9 +139,19 @@ impl Config {
                 summary: args.summary,
                 info: args.info,
             },
-            None => Mode::Live,
+            None => match args.top {
+                Some(interval) => Mode::Top { interval },
+                None => Mode::Live,
+            },
         };
         let terminal = std::io::stdout().is_terminal();
+        if args.top.is_some() && !terminal {
+            return Err(BadInput(
+                "--top needs a terminal on stdout; for a pipe or a file, use --snapshot INTERVAL"
+                    .to_string(),
+            )
+            .into());
+        }
         if args.lifetimes
             && args.output == OutputFormat::Csv
             && (!args.events.is_empty() || !args.alert.is_empty())
@@ -181,7 +193,9 @@ impl Config {
             },
             quiet: args.quiet,
             terminal,
-            color: terminal && !no_color(std::env::var_os("NO_COLOR")),
+            color: terminal
+                && !no_color(std::env::var_os("NO_COLOR"))
+                && !monochrome(std::env::var_os("TERM")),
         })
     }
 }
@@ -264,6 +278,14 @@ fn online_cpus() -> usize {
 
 fn no_color(value: Option<std::ffi::OsString>) -> bool {
     value.is_some_and(|v| !v.is_empty())
+}
+
+/// A terminal without colours, as its TERM names it (dumb, or a terminfo "-m"/"-mono" entry).
+fn monochrome(term: Option<std::ffi::OsString>) -> bool {
+    let term = term
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    term == "dumb" || term.ends_with("-m") || term.ends_with("-mono")
 }
 
 /// One rule per state: the last one given wins, as with repeated options elsewhere.
@@ -354,6 +376,16 @@ mod tests {
         assert!(!no_color(None));
         assert!(!no_color(Some("".into())));
         assert!(no_color(Some("1".into())));
+    }
+
+    #[test]
+    fn monochrome_terminals_get_no_colour() {
+        assert!(monochrome(Some("dumb".into())));
+        assert!(monochrome(Some("vt100-mono".into())));
+        assert!(monochrome(Some("xterm-m".into())));
+        assert!(!monochrome(Some("xterm-256color".into())));
+        assert!(!monochrome(Some("tmux-256color".into())));
+        assert!(!monochrome(None));
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod signals;
 pub mod snapshots;
 pub mod table;
 pub mod tcp_state;
+pub mod top;
 pub mod web_config;
 
 pub mod skel {

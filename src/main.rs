@@ -11,6 +11,7 @@ use tcpstates::live::Stream;
 use tcpstates::render::snapshot::Style;
 use tcpstates::session::{self, Outcome};
 use tcpstates::snapshots::Ticker;
+use tcpstates::top::{Theme, Top};
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -51,6 +52,14 @@ fn run(config: &Config) -> anyhow::Result<Outcome> {
                 color: config.color,
             };
             session::run(config, |clock| Ticker::new(config, interval, style, clock))
+        }
+        Mode::Top { interval } => {
+            let theme = Theme {
+                color: config.color,
+            };
+            session::run(config, |clock| {
+                Top::new(interval, theme, clock, config.verbose)
+            })
         }
     }
 }

@@ -70,6 +70,12 @@ pub trait Sink {
     fn flush(&mut self) -> Result<()>;
     /// It wants no more records (its --count reached).
     fn full(&self) -> bool;
+    /// A warning of the run (events lost); a full-screen sink shows it itself.
+    fn warning(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+    /// After the last round, before the summary.
+    fn end(&mut self) {}
     /// The final line for stderr.
     fn summary(&self, totals: &Totals) -> String;
 }
@@ -163,7 +169,7 @@ struct Setup {
 
 impl Setup {
     fn for_config(config: &Config, alerts: &Alerts) -> Result<Setup> {
-        let snapshot = matches!(config.mode, Mode::Snapshot { .. });
+        let snapshot = matches!(config.mode, Mode::Snapshot { .. } | Mode::Top { .. });
         let socket_figures = matches!(config.mode, Mode::Snapshot { info: true, .. });
         // Fail on a bad address or a port in use before anything is loaded.
         let listener = config.metrics.map(Exporter::bind).transpose()?;
@@ -260,6 +266,7 @@ pub fn run<S: Sink>(config: &Config, sink_for: impl FnOnce(Clock) -> S) -> Resul
     sink.begin(&session)?;
     let deadline = config.duration.map(|d| Instant::now() + d);
     session.pump(&ring, &inbox, &mut sink, deadline)?;
+    sink.end();
     let totals = Totals {
         lost: session.losses.describe(),
         alerts: (!session.alerts.is_empty()).then(|| session.alerts.fired()),
@@ -436,7 +443,7 @@ impl Session<'_> {
     fn read_losses<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
         let update = self.losses.update(self.tracer.counters()?);
         if let Some(warning) = update.warning {
-            eprintln!("{warning}");
+            sink.warning(warning);
         }
         for (count, reason) in update.lost {
             if count == 0 {
