@@ -305,3 +305,27 @@ fn without_a_terminal_it_points_at_snapshot() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_terminal_that_goes_away_ends_the_tool() {
+    let ns = Netns::new();
+    let tmux = Tmux::start(80, 24, &top_in(&ns));
+    tmux.wait_for(Duration::from_secs(10), "first frame", |s| {
+        s.contains("CONNECTIONS")
+    });
+    let pid = tmux.tool_pid();
+    // The window closed: the terminal hangs up under the tool.
+    run("tmux", &["kill-session", "-t", &tmux.name]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while running() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !running(),
+        "tcpstates {pid} still runs without its terminal"
+    );
+}

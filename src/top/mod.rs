@@ -190,6 +190,11 @@ impl Top {
     /// Reads the keys pressed since the last round; returns whether the view changed.
     fn keys(&mut self) -> Result<bool> {
         let mut changed = false;
+        // A lost terminal ends the view (it would also send SIGHUP, not always).
+        if self.full_screen.as_ref().is_some_and(FullScreen::hung_up) {
+            self.quit = true;
+            return Ok(false);
+        }
         while event::poll(Duration::ZERO).context("reading the terminal")? {
             match event::read().context("reading the terminal")? {
                 Event::Key(key) => match self.controls.key(key) {

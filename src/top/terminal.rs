@@ -1,7 +1,9 @@
 //! The full-screen terminal of --top: raw mode and the alternate screen while it runs, and the
 //! terminal as it was on every way out (quit, a signal, an error, a panic, a dropped guard).
 
+use std::fs::File;
 use std::io::{self, Stdout};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
@@ -17,6 +19,9 @@ static PANIC_HOOK: Once = Once::new();
 /// Owns the full-screen terminal; dropping it gives the terminal back.
 pub struct FullScreen {
     pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    /// The controlling terminal, watched for a hangup: crossterm reads a hung-up terminal's
+    /// endless end-of-file in a loop that never returns.
+    tty: Option<File>,
 }
 
 impl FullScreen {
@@ -37,11 +42,31 @@ impl FullScreen {
             Terminal::new(CrosstermBackend::new(io::stdout())).context("opening the terminal")
         });
         match terminal {
-            Ok(terminal) => Ok(FullScreen { terminal }),
+            Ok(terminal) => Ok(FullScreen {
+                terminal,
+                tty: File::open("/dev/tty").ok(),
+            }),
             Err(err) => {
                 restore();
                 Err(err)
             }
+        }
+    }
+}
+
+impl FullScreen {
+    /// Has the terminal gone (its window closed, the session killed, the line dropped)?
+    pub fn hung_up(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let Some(tty) = &self.tty else {
+            return false;
+        };
+        let mut fds = [PollFd::new(tty.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0].revents().is_some_and(|r| {
+                r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+            }),
+            Err(_) => false,
         }
     }
 }
