@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Times a one-shot snapshot with owners, `tcpstates --snapshot 1s --count 1`, against `ss -tan`,
-# `ss -tanp` and `netstat -tanp` on the same sockets, interleaved in one run, and prints ratios.
+# Times a one-shot snapshot with owners, `tcpstates --snapshot 1s --count 1` (JSON and text),
+# against `ss -tan`, `ss -tanp` and `netstat -tanp` on the same sockets, interleaved in one run,
+# and prints ratios and the peak RSS of tcpstates (JSON) and `ss -tanp` (GNU time).
 #
 #   sudo bench/snapshot.sh                 # 1k, 10k and 50k connections, 5 runs each
 #   SIZES="1000" RUNS=3 sudo bench/snapshot.sh
@@ -12,29 +13,23 @@ cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"1000 10000 50000"}
 RUNS=${RUNS:-5}
-PER_PROCESS=9000
 
 cargo build --release --locked --quiet --bin tcpstates --example tcp_peer
 tool=$PWD/target/release/tcpstates
 peer=$PWD/target/release/examples/tcp_peer
 ns=tcpst-bench-$$
 work=$(mktemp -d)
-holders=()
 
 cleanup() {
-  exec 3>&- # the holders read EOF and close their connections
-  for pid in "${holders[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  if declare -F release_holders > /dev/null; then release_holders; fi
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# The holders' stdin: open here for writing, so they wait until this script ends.
-mkfifo "$work/stdin"
-exec 3<> "$work/stdin"
 ip netns add "$ns"
 ip -n "$ns" link set lo up
+source bench/holders.sh
 
 # Median wall time in ms of a command run $RUNS times.
 median_ms() {
@@ -49,24 +44,22 @@ median_ms() {
   printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
 }
 
-hold() {
-  local pairs=$1 i=0
-  while (( pairs > 0 )); do
-    local n=$(( pairs < PER_PROCESS ? pairs : PER_PROCESS ))
-    local out=$work/holder.$i
-    ip netns exec "$ns" "$peer" pairs 127.0.0.1 "$n" < "$work/stdin" > "$out" &
-    holders+=($!)
-    until grep -q ready "$out" 2>/dev/null; do sleep 0.1; done
-    pairs=$(( pairs - n ))
-    i=$(( i + 1 ))
-  done
-}
 
 run_in_ns() { ip netns exec "$ns" "$@"; }
 have() { command -v "$1" > /dev/null; }
 
-printf '%-12s %-8s %-12s %-10s %-10s %-14s %-18s %s\n' connections sockets tcpstates_ms \
-  ss_tan_ms ss_tanp_ms netstat_tanp_ms "tcpstates/ss-tanp" "tcpstates/ss-tan"
+# Peak RSS in MiB of one run of a command (GNU time), or - without it.
+peak_mib() {
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f %M "$@" 2>&1 > /dev/null | tail -1 | awk '{printf "%.1f", $1 / 1024}'
+  else
+    echo -
+  fi
+}
+
+printf '%-12s %-8s %-10s %-10s %-10s %-10s %-10s %-10s %-10s %-10s %-12s %s\n' connections \
+  sockets json_ms text_ms ss_tan_ms ss_tanp_ms netstat_ms json_MiB ss_tanp_MiB \
+  "json/tan" "text/tan" "json/tanp"
 held=0
 for size in $SIZES; do
   hold $(( size - held ))
@@ -79,11 +72,15 @@ for size in $SIZES; do
     exit 1
   fi
   t=$(median_ms "$tool" --netns "$ns" --snapshot 1s --count 1 -o json)
+  x=$(median_ms "$tool" --netns "$ns" --snapshot 1s --count 1)
   a=$(median_ms run_in_ns ss -tan)
   p=$(median_ms run_in_ns ss -tanp)
   n=-
   have netstat && n=$(median_ms run_in_ns netstat -tanp)
-  printf '%-12s %-8s %-12s %-10s %-10s %-14s %-18s %s\n' "$size" "$sockets" "$t" "$a" "$p" "$n" \
-    "$(echo "scale=3; $t / $p" | bc)" "$(echo "scale=2; $t / $a" | bc)"
+  tm=$(peak_mib "$tool" --netns "$ns" --snapshot 1s --count 1 -o json)
+  pm=$(peak_mib ip netns exec "$ns" ss -tanp)
+  printf '%-12s %-8s %-10s %-10s %-10s %-10s %-10s %-10s %-10s %-10s %-12s %s\n' "$size" \
+    "$sockets" "$t" "$x" "$a" "$p" "$n" "$tm" "$pm" "$(echo "scale=2; $t / $a" | bc)" \
+    "$(echo "scale=2; $x / $a" | bc)" "$(echo "scale=2; $t / $p" | bc)"
 done
 have netstat || echo "(netstat not installed: apt-get install net-tools)"

@@ -8,14 +8,14 @@
 # Sockets are loopback pairs in a network namespace made for the run (held by `tcp_peer pairs`);
 # the churn (examples/churn, RATE connections/s, about 11 transitions each) runs in the same
 # namespace, so --top --netns sees every transition. CPU is the tool's utime + stime over the
-# churn, from /proc; refresh times come from its -v summary line.
+# churn, from /proc; from its -v summary line, how long refreshes took (the table read into a
+# screen, the processes' files walked when due) and frames (the rows selected, sorted, drawn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"1000 50000"}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-30}
 RATE=${RATE:-90}
-PER_PROCESS=9000
 
 cargo build --release --locked --quiet --bin tcpstates --example tcp_peer --example churn
 tool=$PWD/target/release/tcpstates
@@ -24,41 +24,25 @@ churn=$PWD/target/release/examples/churn
 ns=tcpst-top-$$
 session=tcpst-top-$$
 work=$(mktemp -d)
-holders=()
 
 cleanup() {
   tmux kill-session -t "$session" 2>/dev/null || true
-  exec 3>&-
-  for pid in "${holders[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  if declare -F release_holders > /dev/null; then release_holders; fi
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkfifo "$work/stdin"
-exec 3<> "$work/stdin"
 ip netns add "$ns"
 ip -n "$ns" link set lo up
+source bench/holders.sh
 
-hold() {
-  local pairs=$1 i=${#holders[@]}
-  while (( pairs > 0 )); do
-    local n=$(( pairs < PER_PROCESS ? pairs : PER_PROCESS ))
-    local out=$work/holder.$i
-    ip netns exec "$ns" "$peer" pairs 127.0.0.1 "$n" < "$work/stdin" > "$out" &
-    holders+=($!)
-    until grep -q ready "$out" 2>/dev/null; do sleep 0.1; done
-    pairs=$(( pairs - n ))
-    i=$(( i + 1 ))
-  done
-}
 
 # utime + stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-printf '%-8s %-10s %-14s %-12s %-16s %s\n' sockets "churn/s" "transitions/s" "cpu_%_core" \
-  "refresh_avg_ms" refresh_max_ms
+printf '%-8s %-8s %-14s %-11s %-15s %-15s %-13s %s\n' sockets "churn/s" "transitions/s" \
+  "cpu_%_core" "refresh_avg_ms" "refresh_max_ms" "frame_avg_ms" "frame_max_ms"
 held=0
 hz=$(getconf CLK_TCK)
 for size in $SIZES; do
@@ -79,8 +63,9 @@ for size in $SIZES; do
   tmux send-keys -t "$session" q
   until grep -q "snapshots shown" "$work/stderr" 2>/dev/null; do sleep 0.2; done
   summary=$(grep "snapshots shown" "$work/stderr")
-  avg=$(echo "$summary" | grep -o '[0-9.]* ms on average' | grep -o '^[0-9.]*')
-  max=$(echo "$summary" | grep -o '[0-9.]* ms at most' | grep -o '^[0-9.]*')
+  figure() { echo "$summary" | grep -o "$1 took [0-9.]* ms on average, [0-9.]* ms at most" |
+    grep -o '[0-9.]\+' | sed -n "$2p"; }
   share=$(echo "scale=2; ($after - $before) * 100 / $hz / $SECONDS_PER_RUN" | bc)
-  printf '%-8s %-10s %-14s %-12s %-16s %s\n' "$size" "$RATE" "$rate" "$share" "$avg" "$max"
+  printf '%-8s %-8s %-14s %-11s %-15s %-15s %-13s %s\n' "$size" "$RATE" "$rate" "$share" \
+    "$(figure refreshes 1)" "$(figure refreshes 2)" "$(figure frames 1)" "$(figure frames 2)"
 done

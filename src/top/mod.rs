@@ -63,30 +63,33 @@ pub struct Top {
     warning: Option<String>,
     full_screen: Option<FullScreen>,
     quit: bool,
-    /// -v: how long refreshes took, with their draw (for the summary line).
+    /// -v: how long refreshes (the table read, holders walked) and frames (the rows selected,
+    /// sorted and drawn) took, for the summary line.
     verbose: bool,
-    frame_time: FrameTime,
+    refresh_time: Timing,
+    frame_time: Timing,
 }
 
-/// The cost of a refresh and its frame, for -v.
+/// How long one kind of work took, for -v.
 #[derive(Default)]
-struct FrameTime {
+struct Timing {
     count: u32,
     total: Duration,
     max: Duration,
 }
 
-impl FrameTime {
+impl Timing {
     fn add(&mut self, took: Duration) {
         self.count += 1;
         self.total += took;
         self.max = self.max.max(took);
     }
 
-    fn describe(&self) -> String {
+    /// `{what} {average} ms on average, {max} ms at most`.
+    fn describe(&self, what: &str) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         format!(
-            "a refresh and its frame took {:.1} ms on average, {:.1} ms at most",
+            "{what} {:.1} ms on average, {:.1} ms at most",
             ms(self.total / self.count.max(1)),
             ms(self.max)
         )
@@ -124,7 +127,8 @@ impl Top {
             full_screen: None,
             quit: false,
             verbose,
-            frame_time: FrameTime::default(),
+            refresh_time: Timing::default(),
+            frame_time: Timing::default(),
         }
     }
 
@@ -266,9 +270,10 @@ impl Sink for Top {
 
     fn round(&mut self, session: &mut Session<'_>, due: bool) -> Result<bool> {
         let mut changed = self.keys()?;
-        let started = Instant::now();
         if due {
+            let started = Instant::now();
             self.refresh(session)?;
+            self.refresh_time.add(started.elapsed());
             let now = Instant::now();
             while self.next <= now {
                 self.next += self.interval;
@@ -276,14 +281,13 @@ impl Sink for Top {
             changed = true;
         }
         if changed && !self.quit {
+            let started = Instant::now();
             let names = &self.netns_names;
             self.shown = self
                 .controls
                 .select(&self.screen.rows, |ns| names.get(&ns).cloned());
             self.draw()?;
-            if due {
-                self.frame_time.add(started.elapsed());
-            }
+            self.frame_time.add(started.elapsed());
         }
         Ok(self.quit)
     }
@@ -309,7 +313,11 @@ impl Sink for Top {
             totals.lost
         );
         if self.verbose {
-            summary.push_str(&format!("; {}", self.frame_time.describe()));
+            summary.push_str(&format!(
+                "; {}; {}",
+                self.refresh_time.describe("refreshes took"),
+                self.frame_time.describe("frames took")
+            ));
         }
         summary
     }
