@@ -96,7 +96,7 @@ pub fn draw(
     ])
     .areas(area);
     draw_header(frame, header, screen, controls, theme);
-    let left = (area.width * 9 / 20).clamp(30, 60);
+    let left = (u32::from(area.width) * 9 / 20).clamp(30, 60) as u16;
     let [states, right] =
         Layout::horizontal([Constraint::Length(left), Constraint::Min(20)]).areas(panels);
     draw_states(frame, states, screen, theme);
@@ -708,6 +708,19 @@ mod tests {
             if !theme.color {
                 // Nothing coloured anywhere.
                 assert!(buffer.content().iter().all(|c| c.fg == Color::Reset));
+            }
+        }
+    }
+
+    #[test]
+    fn any_terminal_size_draws_without_a_panic() {
+        for (width, height) in [(0, 0), (1, 1), (10, 5), (29, 12), (80, 3), (300, 100)] {
+            for help in [false, true] {
+                let mut controls = Controls {
+                    help,
+                    ..Controls::default()
+                };
+                render(width, height, &screen(3), &mut controls, COLOR);
             }
         }
     }
