@@ -277,6 +277,12 @@ fn size_maps(
     maps.listeners
         .set_max_entries(listener_slots)
         .context("sizing the map of listeners' owners")?;
+    // An LRU hash is allocated whole at creation; only the hooks note forks.
+    if !hooks {
+        maps.forked
+            .set_max_entries(1)
+            .context("sizing the map of forks")?;
+    }
     Ok(note)
 }
 
