@@ -18,7 +18,6 @@ use crate::config::MetricLabels;
 use crate::http_server::{Request, Response, Server};
 use crate::metrics::Metrics;
 use crate::namespaces::PortRanges;
-use crate::ports;
 use crate::table::ConnTable;
 use crate::web_config::WebConfig;
 
@@ -88,9 +87,8 @@ impl Endpoint {
         prepare(table);
         self.metrics.refresh(table, Clock::boot_now_ns());
         self.metrics.bpf_programs(&tracer.program_stats());
-        let ranges = self.port_ranges.of(table.conns().map(|c| c.netns));
-        let uses = ports::pressure(table.conns(), ranges, MAX_PORT_SERIES);
-        self.metrics.port_pressure(&uses, ranges);
+        let uses = self.port_ranges.pressure(table.conns(), MAX_PORT_SERIES);
+        self.metrics.port_pressure(&uses, self.port_ranges.known());
     }
 }
 

@@ -13,7 +13,8 @@ use std::os::fd::AsFd;
 use anyhow::{Context, Result};
 use nix::sched::{setns, CloneFlags};
 
-use crate::ports::PortRange;
+use crate::ports::{self, PortRange, PortUse};
+use crate::table::Conn;
 
 /// Directories of bind-mounted namespaces, and what their entries' names are.
 const NAMED: [&str; 2] = ["/run/netns", "/run/docker/netns"];
@@ -156,6 +157,22 @@ impl PortRanges {
             }
             self.read = Some(std::time::Instant::now());
         }
+        &self.ranges
+    }
+
+    /// The `limit` destinations of `conns` with the most ephemeral ports in use, against the
+    /// ranges of their namespaces (read again when due).
+    pub fn pressure<'a>(
+        &mut self,
+        conns: impl IntoIterator<Item = &'a Conn> + Clone,
+        limit: usize,
+    ) -> Vec<PortUse> {
+        let ranges = self.of(conns.clone().into_iter().map(|c| c.netns));
+        ports::pressure(conns, ranges, limit)
+    }
+
+    /// The ranges as last read.
+    pub fn known(&self) -> &HashMap<u32, PortRange> {
         &self.ranges
     }
 }

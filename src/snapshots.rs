@@ -18,7 +18,6 @@ use crate::lifetimes::{Connection, Ending};
 use crate::losses::LostReason;
 use crate::namespaces;
 use crate::plural::counted;
-use crate::ports;
 use crate::render::snapshot::{self, SnapshotRenderer, Style};
 use crate::report::Report;
 use crate::session::{Session, Sink, Totals};
@@ -98,9 +97,9 @@ impl Ticker {
         if let Some(listed) = &session.listed {
             report.netns_names = namespaces::names(&listed.namespaces);
         }
-        let ranges = self.port_ranges.of(report.conns.iter().map(|c| c.netns));
-        report.port_pressure =
-            ports::pressure(report.conns.iter().copied(), ranges, PORT_PRESSURE_LISTED);
+        report.port_pressure = self
+            .port_ranges
+            .pressure(report.conns.iter().copied(), PORT_PRESSURE_LISTED);
         report.alerts = std::mem::take(&mut self.alerts);
         if !self.quiet {
             self.renderer.snapshot(&mut self.out, &report)?;
