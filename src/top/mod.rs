@@ -24,7 +24,6 @@ use crate::lifetimes::Connection;
 use crate::losses::LostReason;
 use crate::namespaces;
 use crate::plural::counted;
-use crate::ports;
 use crate::sanitize;
 use crate::session::{Session, Sink, Totals};
 
@@ -48,8 +47,7 @@ pub struct Top {
     tail: VecDeque<Transition>,
     clock: Clock,
     local_time: LocalTime,
-    /// Transitions since the last refresh, and when that was.
-    transitions: u64,
+    /// When the last refresh was (the table counts the transitions since).
     refreshed: Option<Instant>,
     lost: u64,
     refreshes: u64,
@@ -114,7 +112,6 @@ impl Top {
             tail: VecDeque::with_capacity(TAIL),
             clock,
             local_time: LocalTime::system(),
-            transitions: 0,
             refreshed: None,
             lost: 0,
             refreshes: 0,
@@ -146,8 +143,7 @@ impl Top {
         }
         let services = &mut session.services;
         table.resolve_services(|id| services.of(id));
-        // Counted by the refresh's own rate, not kept.
-        table.take_transitions();
+        let transitions: u64 = table.take_transitions().values().sum();
         if let Some(listed) = &session.listed {
             self.netns_names = namespaces::names(&listed.namespaces);
         }
@@ -166,11 +162,12 @@ impl Top {
             kernel: self.kernel.clone(),
             namespaces,
             tracked: table.len(),
-            transitions_per_s: self.transitions as f64 / elapsed.as_secs_f64().max(0.001),
+            transitions_per_s: transitions as f64 / elapsed.as_secs_f64().max(0.001),
             lost: self.lost,
         };
-        let ranges = self.port_ranges.of(table.conns().map(|c| c.netns));
-        let pressure = ports::pressure(table.conns(), ranges, PORT_PRESSURE_LISTED);
+        let pressure = self
+            .port_ranges
+            .pressure(table.conns(), PORT_PRESSURE_LISTED);
         let tail = self
             .tail
             .iter()
@@ -185,7 +182,6 @@ impl Top {
         self.screen = self
             .memory
             .screen(header, table.conns(), &pressure, tail, now_ns);
-        self.transitions = 0;
         self.refreshed = Some(now);
         self.refreshes += 1;
         Ok(())
@@ -248,7 +244,6 @@ impl Sink for Top {
 
     fn record(&mut self, record: &Record) {
         if let Record::Transition(t) = record {
-            self.transitions += 1;
             if self.tail.len() == TAIL {
                 self.tail.pop_front();
             }

@@ -145,17 +145,23 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, screen: &Screen, c: &Controls,
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-/// A panel's first line: its title, bold, across the panel.
-fn titled(title: String, theme: Theme) -> Block<'static> {
-    Block::default()
+/// Draws a panel's first line, its title in bold across the panel; returns the area below it.
+fn panel(frame: &mut Frame<'_>, area: Rect, title: String, theme: Theme) -> Rect {
+    let block = Block::default()
         .borders(Borders::TOP)
-        .title(Span::styled(title, theme.title()))
+        .title(Span::styled(title, theme.title()));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    inner
 }
 
 fn draw_states(frame: &mut Frame<'_>, area: Rect, screen: &Screen, theme: Theme) {
-    let block = titled(" STATE        SOCKETS  TREND ".to_string(), theme);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let inner = panel(
+        frame,
+        area,
+        " STATE        SOCKETS  TREND ".to_string(),
+        theme,
+    );
     // States with sockets now or before come first; quiet ones fill what is left.
     let seen = |s: TcpState| {
         screen.counts[s as usize - 1] > 0
@@ -199,9 +205,10 @@ fn draw_states(frame: &mut Frame<'_>, area: Rect, screen: &Screen, theme: Theme)
     }
 }
 
-fn owner_text(owner: Option<Owner>) -> String {
+/// `PID/comm`, or `none` when no process holds it.
+fn owner_text(owner: Option<Owner>, none: &str) -> String {
     owner.map_or_else(
-        || "- (no process)".to_string(),
+        || none.to_string(),
         |o| format!("{}/{}", o.pid, sanitize::escape(o.comm.as_bytes())),
     )
 }
@@ -222,12 +229,12 @@ fn age_text(age: Option<Age>) -> String {
 }
 
 fn draw_holders(frame: &mut Frame<'_>, area: Rect, holders: &[HolderRow], theme: Theme) {
-    let block = titled(
+    let inner = panel(
+        frame,
+        area,
         " HELD IN CLOSE_WAIT, FIN_WAIT2, LAST_ACK ".to_string(),
         theme,
     );
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
     if holders.is_empty() {
         frame.render_widget(Paragraph::new(" none"), inner);
         return;
@@ -248,7 +255,7 @@ fn draw_holders(frame: &mut Frame<'_>, area: Rect, holders: &[HolderRow], theme:
                 Span::raw(format!(
                     " {:>7}  {}",
                     age_text(h.oldest),
-                    owner_text(h.owner)
+                    owner_text(h.owner, "- (no process)")
                 )),
                 Span::raw(match h.service.as_deref().filter(|s| s.is_named()) {
                     Some(s) => format!("  {}", service_text(Some(s))),
@@ -274,12 +281,12 @@ fn draw_destinations(
     netns_names: &HashMap<u32, String>,
     theme: Theme,
 ) {
-    let block = titled(
+    let inner = panel(
+        frame,
+        area,
         " TIME_WAIT BY DESTINATION   PORTS IN USE ".to_string(),
         theme,
     );
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
     if destinations.is_empty() {
         frame.render_widget(Paragraph::new(" none"), inner);
         return;
@@ -351,9 +358,7 @@ fn draw_connections(
         title.push_str(&format!(", hiding {}", hidden.join(" ")));
     }
     title.push(' ');
-    let block = titled(title, theme);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let inner = panel(frame, area, title, theme);
     // One line for the column names; the rest for rows, only those visible laid out.
     let page = usize::from(inner.height.saturating_sub(1));
     controls.clamp_scroll(shown.len(), page);
@@ -404,7 +409,7 @@ fn connection_row(
     let mut cells = vec![
         Cell::from(Span::styled(row.state.name(), theme.state(row.state))),
         Cell::from(age_text(row.age)),
-        Cell::from(owner_text(row.owner).replace(" (no process)", "")),
+        Cell::from(owner_text(row.owner, "-")),
     ];
     if service {
         cells.push(Cell::from(service_text(row.service.as_deref())));
@@ -425,9 +430,7 @@ fn connection_row(
 }
 
 fn draw_tail(frame: &mut Frame<'_>, area: Rect, screen: &Screen, theme: Theme) {
-    let block = titled(" LATEST TRANSITIONS ".to_string(), theme);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let inner = panel(frame, area, " LATEST TRANSITIONS ".to_string(), theme);
     let fits = usize::from(inner.height);
     let lines: Vec<Line<'_>> = screen.tail[screen.tail.len().saturating_sub(fits)..]
         .iter()
@@ -444,7 +447,7 @@ fn draw_tail(frame: &mut Frame<'_>, area: Rect, screen: &Screen, theme: Theme) {
             Line::from(vec![
                 Span::raw(format!(
                     "{time} {:<16} {} > {} ",
-                    owner_text(t.owner).replace(" (no process)", ""),
+                    owner_text(t.owner, "-"),
                     endpoint(t.local, t.local_port),
                     endpoint(t.remote, t.remote_port)
                 )),
