@@ -131,12 +131,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth_and_nothing_else_gets_in() {
             ..Scrape::default()
         },
     );
-    assert_eq!(
-        prometheus.wait_for("up{job=\"tcpstates\"}", 1.0),
-        Some(1.0),
-        "scrape error: {:?}",
-        prometheus.scrape_error()
-    );
+    prometheus.assert_scraping();
     assert_eq!(prometheus.wait_for("tcpstates_build_info", 1.0), Some(1.0));
 
     let url = format!("https://localhost:{port}/metrics");
@@ -195,12 +190,7 @@ fn prometheus_scrapes_with_mutual_tls_and_clients_without_the_cas_certificate_fa
             ..Scrape::default()
         },
     );
-    assert_eq!(
-        prometheus.wait_for("up{job=\"tcpstates\"}", 1.0),
-        Some(1.0),
-        "scrape error: {:?}",
-        prometheus.scrape_error()
-    );
+    prometheus.assert_scraping();
     let url = format!("https://localhost:{port}/metrics");
     let file = |name: &str| pki.path(name).to_str().unwrap().to_string();
     let ca = file("ca.crt");
@@ -383,7 +373,7 @@ fn every_dashboard_query_returns_data_while_the_alerts_see_the_scenario() {
             ..Scrape::default()
         },
     );
-    assert_eq!(prometheus.wait_for("up{job=\"tcpstates\"}", 1.0), Some(1.0));
+    prometheus.assert_scraping();
 
     // The scenario. A namespace of ten ephemeral ports, filled by connections to one
     // destination (their ports held in TIME_WAIT).

@@ -21,8 +21,7 @@ fn a_real_prometheus_scrapes_the_transitions_and_states_the_test_made() {
     let addr = format!("127.0.0.1:{port}");
     let tool = Tool::start(&["--netns", &ns.name, "--metrics", &addr, "--quiet"]);
     let prometheus = Prometheus::start(port);
-    let up = prometheus.wait_for("up{job=\"tcpstates\"}", 1.0);
-    assert_eq!(up, Some(1.0), "Prometheus scrapes tcpstates");
+    prometheus.assert_scraping();
 
     // Three connections that close, and two whose server side is left in CLOSE_WAIT.
     let mut server = Peer::spawn(&ns, &["server", "127.0.0.1", "7000", "--connections", "3"]);

@@ -41,23 +41,6 @@ fn counts(snapshot: &Value) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// A fresh walk of the namespace's sockets: one one-shot snapshot.
-fn one_shot(ns: &Netns) -> Value {
-    let out = Tool::start(&[
-        "--netns",
-        &ns.name,
-        "--snapshot",
-        "1s",
-        "--count",
-        "1",
-        "-o",
-        "json",
-    ])
-    .wait();
-    assert!(out.status.success(), "{}", out.stderr);
-    out.json().remove(0)
-}
-
 /// The UTC time now, as the tool's JSON writes it (RFC 3339, µs): comparable as strings.
 fn utc_now() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()

@@ -62,19 +62,7 @@ fn port_pressure_is_what_ss_counts_per_destination() {
     assert_eq!(refused.expect("failed "), "EADDRNOTAVAIL");
     assert!(!refused.exit().success());
 
-    let out = Tool::start(&[
-        "--netns",
-        &ns.name,
-        "--snapshot",
-        "1s",
-        "--count",
-        "1",
-        "-o",
-        "json",
-    ])
-    .wait();
-    assert!(out.status.success(), "{}", out.stderr);
-    let snapshot = out.json().remove(0);
+    let snapshot = one_shot(&ns);
     assert_eq!(
         snapshot["port_pressure"],
         serde_json::json!([{

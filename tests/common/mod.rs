@@ -444,6 +444,23 @@ impl Drop for Tool {
 }
 
 /// `(oldstate, newstate)` pairs as `"OLD->NEW"`.
+/// A fresh walk of the namespace's sockets: one one-shot snapshot, as JSON.
+pub fn one_shot(ns: &Netns) -> Value {
+    let out = Tool::start(&[
+        "--netns",
+        &ns.name,
+        "--snapshot",
+        "1s",
+        "--count",
+        "1",
+        "-o",
+        "json",
+    ])
+    .wait();
+    assert!(out.status.success(), "{}", out.stderr);
+    out.json().remove(0)
+}
+
 pub fn arrow(event: &Value) -> String {
     format!(
         "{}->{}",

@@ -135,6 +135,16 @@ impl Prometheus {
     }
 
     /// The last scrape's error for the tcpstates target, as Prometheus reports it.
+    /// Waits until Prometheus scrapes the tool (up == 1); fails with the scrape's error.
+    pub fn assert_scraping(&self) {
+        assert_eq!(
+            self.wait_for("up{job=\"tcpstates\"}", 1.0),
+            Some(1.0),
+            "Prometheus does not scrape tcpstates; scrape error: {:?}",
+            self.scrape_error()
+        );
+    }
+
     pub fn scrape_error(&self) -> Option<String> {
         let body = get(self.port, "/api/v1/targets", None)?;
         let v: Value = serde_json::from_str(&body).ok()?;
