@@ -20,41 +20,22 @@ cargo build --release --locked --quiet --bin tcpstates --example tcp_peer
 tool=$PWD/target/release/tcpstates
 peer=$PWD/target/release/examples/tcp_peer
 work=$(mktemp -d)
+source bench/lib.sh
 namespaces=()
-holders=()
 
 cleanup() {
-  exec 3>&- # the holders read EOF and close their connections
-  for pid in "${holders[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  release_holders
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkfifo "$work/stdin"
-exec 3<> "$work/stdin"
-
-median_ms() {
-  local times=()
-  for _ in $(seq "$RUNS"); do
-    local start end
-    start=$(date +%s%N)
-    "$@" > /dev/null 2>&1
-    end=$(date +%s%N)
-    times+=($(( (end - start) / 1000 )))
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
-}
 
 add_namespace() {
-  local ns=tcpst-nsbench-$$-${#namespaces[@]} out
+  local ns=tcpst-nsbench-$$-${#namespaces[@]}
   ip netns add "$ns"
   ip -n "$ns" link set lo up
   namespaces+=("$ns")
-  out=$work/$ns
-  ip netns exec "$ns" "$peer" pairs 127.0.0.1 "$PAIRS" < "$work/stdin" > "$out" &
-  holders+=($!)
-  until grep -q ready "$out" 2>/dev/null; do sleep 0.05; done
+  hold "$ns" "$PAIRS"
 }
 
 ss_each() { for ns in "${namespaces[@]}"; do ip netns exec "$ns" ss -tan; done; }

@@ -19,9 +19,10 @@ tool=$PWD/target/release/tcpstates
 peer=$PWD/target/release/examples/tcp_peer
 ns=tcpst-bench-$$
 work=$(mktemp -d)
+source bench/lib.sh
 
 cleanup() {
-  if declare -F release_holders > /dev/null; then release_holders; fi
+  release_holders
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -29,20 +30,6 @@ trap cleanup EXIT
 
 ip netns add "$ns"
 ip -n "$ns" link set lo up
-source bench/holders.sh
-
-# Median wall time in ms of a command run $RUNS times.
-median_ms() {
-  local times=()
-  for _ in $(seq "$RUNS"); do
-    local start end
-    start=$(date +%s%N)
-    "$@" > /dev/null 2>&1
-    end=$(date +%s%N)
-    times+=($(( (end - start) / 1000 )))
-  done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
-}
 
 
 run_in_ns() { ip netns exec "$ns" "$@"; }
@@ -62,7 +49,7 @@ printf '%-12s %-8s %-10s %-10s %-10s %-10s %-10s %-10s %-10s %-10s %-12s %s\n' c
   "json/tan" "text/tan" "json/tanp"
 held=0
 for size in $SIZES; do
-  hold $(( size - held ))
+  hold "$ns" $(( size - held ))
   held=$size
   sockets=$(run_in_ns ss -tan | tail -n +2 | wc -l)
   seen=$("$tool" --netns "$ns" --snapshot 1s --count 1 -o json --summary 2>/dev/null |

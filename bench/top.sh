@@ -24,10 +24,11 @@ churn=$PWD/target/release/examples/churn
 ns=tcpst-top-$$
 session=tcpst-top-$$
 work=$(mktemp -d)
+source bench/lib.sh
 
 cleanup() {
   tmux kill-session -t "$session" 2>/dev/null || true
-  if declare -F release_holders > /dev/null; then release_holders; fi
+  release_holders
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$work"
 }
@@ -35,7 +36,6 @@ trap cleanup EXIT
 
 ip netns add "$ns"
 ip -n "$ns" link set lo up
-source bench/holders.sh
 
 
 # utime + stime of a process, in clock ticks.
@@ -46,7 +46,7 @@ printf '%-8s %-8s %-14s %-11s %-15s %-15s %-13s %s\n' sockets "churn/s" "transit
 held=0
 hz=$(getconf CLK_TCK)
 for size in $SIZES; do
-  hold $(( (size - held) / 2 ))
+  hold "$ns" $(( (size - held) / 2 ))
   held=$size
   tmux kill-session -t "$session" 2>/dev/null || true
   tmux new-session -d -s "$session" -x 160 -y 45 \
