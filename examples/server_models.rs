@@ -15,7 +15,9 @@
 //! connection, before it reads. Each connection sends one line: `close` (the server replies
 //! "bye" and closes first), `hold` (it replies "ok" and closes when the client has), `leak`
 //! (it replies "ok" and never closes: CLOSE_WAIT once the client has closed). Every process ends
-//! when stdin closes (the master's) or its parent dies.
+//! when stdin closes (the master's) or its parent dies. A connection handed on (fork, pass,
+//! exec) is served only once the process that handed it on has closed its copy, so that the
+//! server's close is the last one, by the process that served it.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -102,11 +104,14 @@ fn spawn(child: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
     }
 }
 
+/// Blocks until every write end of the pipe `gate` is closed.
+fn wait_for_close(mut gate: impl Read) -> io::Result<()> {
+    io::copy(&mut gate, &mut io::sink()).map(drop)
+}
+
 /// Blocks until stdin closes, then returns (ending the master and, with it, its children).
 fn wait_for_stdin() -> io::Result<()> {
-    let mut sink = Vec::new();
-    io::stdin().read_to_end(&mut sink)?;
-    Ok(())
+    wait_for_close(io::stdin())
 }
 
 fn prefork(
@@ -143,11 +148,22 @@ fn fork_per_connection(listener: TcpListener, exec_fd: Option<RawFd>) -> io::Res
         loop {
             let (stream, _) = listener.accept()?;
             let fd = stream.as_raw_fd();
+            // The child starts once the parent's copy is closed, so that the child's close is
+            // the connection's last, as the tests expect (else a slow parent's may be).
+            let (gate, opened) = io::pipe()?;
+            let opened_fd = opened.as_raw_fd();
             // The parent drops the closure, and with it its copy of the connection.
-            spawn(move || match exec_fd {
-                None => serve(stream),
-                Some(target) => exec_handler(fd, target),
+            spawn(move || {
+                // SAFETY: the child's inherited copy of the parent's write end; the child
+                // never uses or drops the parent's object for it.
+                unsafe { libc::close(opened_fd) };
+                wait_for_close(gate)?;
+                match exec_fd {
+                    None => serve(stream),
+                    Some(target) => exec_handler(fd, target),
+                }
             })?;
+            drop(opened);
         }
     });
     wait_for_stdin()
@@ -194,6 +210,8 @@ fn pass(listener: TcpListener) -> io::Result<()> {
             let fd = receive_fd(&from_supervisor)?;
             // SAFETY: the descriptor just arrived with SCM_RIGHTS: ours alone.
             let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            // Served once the supervisor's copy is closed: the backend's close is the last.
+            (&from_supervisor).read_exact(&mut [0u8])?;
             std::thread::spawn(move || serve(stream));
         }
     })?;
@@ -206,6 +224,7 @@ fn pass(listener: TcpListener) -> io::Result<()> {
             sendmsg::<()>(to_backend.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
                 .map_err(io::Error::other)?;
             drop(stream); // the supervisor's copy
+            (&to_backend).write_all(b"g")?;
         }
     });
     wait_for_stdin()
