@@ -287,7 +287,7 @@ fn every_namespace_and_every_service_in_snapshots_the_stream_and_the_exporter() 
 
     // The exporter: each namespace's gauges, and each service's leak.
     let mut body = String::new();
-    for _ in 0..30 {
+    for _ in 0..150 {
         thread::sleep(Duration::from_millis(100));
         body = scrape(metrics_port);
         if workloads

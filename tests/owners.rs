@@ -163,7 +163,7 @@ fn owners_are_the_holders(model: &str, addr: &str, comm: &str) {
         "tcpstates_close_wait_sockets{{pid=\"{}\",comm=\"{comm}\"}} 1",
         serving[&peers[2]]
     );
-    let scraped = (0..30)
+    let scraped = (0..150)
         .filter_map(|_| {
             thread::sleep(Duration::from_millis(100));
             scrape(metrics_port)
