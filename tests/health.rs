@@ -230,7 +230,7 @@ fn a_connect_into_a_silent_drop_times_out() {
     // Every SYN's drop is shown, or counted as lost (a softirq nested in this hook on a busy
     // CPU), but for one: once, with the host's seven health tests at once, the first
     // retransmitted SYN's drop was neither shown nor counted as a skipped run, though segs_out
-    // counted the SYN (cause not found; hundreds of other runs saw every drop).
+    // counted the SYN (cause not found; every other run here saw every drop).
     let lost: u64 = of_type(&events, "lost")
         .iter()
         .map(|l| l["count"].as_u64().unwrap())
