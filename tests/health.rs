@@ -371,21 +371,7 @@ fn a_close_wait_left_too_long_raises_one_alert_and_fails_the_check() {
     // Past the threshold twice over: still one alert.
     std::thread::sleep(Duration::from_millis(2_500));
 
-    let check = |threshold: &str| {
-        Tool::start(&[
-            "--netns",
-            &ns.name,
-            "--snapshot",
-            "1s",
-            "--count",
-            "1",
-            "-o",
-            "json",
-            "--alert",
-            threshold,
-        ])
-        .wait()
-    };
+    let check = |threshold: &str| common::one_shot_with(Some(&ns), &["--alert", threshold]);
     let fired = check("CLOSE_WAIT=1s");
     let quiet = check("CLOSE_WAIT=1h");
     let out = stream.stop();

@@ -253,7 +253,7 @@ fn every_namespace_and_every_service_in_snapshots_the_stream_and_the_exporter() 
     thread::sleep(Duration::from_millis(800));
 
     // One-shot, every namespace at once, against ss inside each.
-    let one = Tool::start(&["--snapshot", "1s", "--count", "1", "-o", "json"]).wait();
+    let one = common::one_shot_with(None, &[]);
     let one = snapshot_json(&one.stdout);
     let periodic = snapshot_json(&periodic.stop().stdout);
     for snapshot in [&one, &periodic] {
@@ -392,17 +392,7 @@ fn text_csv_and_service_filter(workloads: &[Workload]) {
     assert!(rows
         .iter()
         .all(|r| r[pod].is_empty() && r[unit] == format!("docker-{CONTAINER}.scope")));
-    let only = Tool::start(&[
-        "--snapshot",
-        "1s",
-        "--count",
-        "1",
-        "-o",
-        "json",
-        "--service",
-        &CONTAINER[..8],
-    ])
-    .wait();
+    let only = common::one_shot_with(None, &["--service", &CONTAINER[..8]]);
     let conns = snapshot_json(&only.stdout)["connections"]
         .as_array()
         .unwrap()

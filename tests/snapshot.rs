@@ -51,17 +51,9 @@ fn connections<'a>(snapshot: &'a Value, state: &str) -> Vec<&'a Value> {
 
 /// One snapshot of `ns` as JSON, with `extra` options.
 fn one_shot_json(ns: &Netns, extra: &[&str]) -> Vec<Value> {
-    let base = [
-        "--netns",
-        &ns.name,
-        "--snapshot",
-        "1s",
-        "--count",
-        "1",
-        "-o",
-        "json",
-    ];
-    one_snapshot(&[&base[..], extra].concat())
+    let out = one_shot_with(Some(ns), extra);
+    assert!(out.status.success(), "{}", out.stderr);
+    out.json()
 }
 
 fn one_snapshot(args: &[&str]) -> Vec<Value> {

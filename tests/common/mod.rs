@@ -446,20 +446,21 @@ impl Drop for Tool {
     }
 }
 
-/// `(oldstate, newstate)` pairs as `"OLD->NEW"`.
+/// One one-shot JSON snapshot (`--snapshot 1s --count 1 -o json`) of `ns`, or of every
+/// namespace, with `extra` options: what the tool printed once it exited.
+pub fn one_shot_with(ns: Option<&Netns>, extra: &[&str]) -> Output {
+    let mut args = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["--netns", ns.name.as_str()]);
+    }
+    args.extend(["--snapshot", "1s", "--count", "1", "-o", "json"]);
+    args.extend_from_slice(extra);
+    Tool::start(&args).wait()
+}
+
 /// A fresh walk of the namespace's sockets: one one-shot snapshot, as JSON.
 pub fn one_shot(ns: &Netns) -> Value {
-    let out = Tool::start(&[
-        "--netns",
-        &ns.name,
-        "--snapshot",
-        "1s",
-        "--count",
-        "1",
-        "-o",
-        "json",
-    ])
-    .wait();
+    let out = one_shot_with(Some(ns), &[]);
     assert!(out.status.success(), "{}", out.stderr);
     out.json().remove(0)
 }
@@ -489,6 +490,7 @@ pub fn transitions(events: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// `(oldstate, newstate)` pairs as `"OLD->NEW"`.
 pub fn arrows(events: &[Value]) -> Vec<String> {
     events.iter().map(arrow).collect()
 }
