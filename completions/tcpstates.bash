@@ -23,7 +23,7 @@ _tcpstates() {
 
     case "${cmd}" in
         tcpstates)
-            opts="-4 -6 -L -D -p -c -T -w -o -i -q -v -h -V --ipv4 --ipv6 --localport --remoteport --pid --comm --cgroup --service --netns --state --timestamp --wide --output --snapshot --top --summary --info --lifetimes --events --alert --count --duration --metrics --metrics-labels --web-config --quiet --ring-size --verbose --help --version"
+            opts="-4 -6 -L -D -p -c -T -w -o -i -q -v -h -V --ipv4 --ipv6 --localport --remoteport --pid --comm --cgroup --service --netns --state --timestamp --wide --output --snapshot --top --summary --info --lifetimes --events --alert --count --duration --metrics --metrics-labels --web-config --quiet --ring-size --nice --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -122,6 +122,10 @@ _tcpstates() {
                     return 0
                     ;;
                 --ring-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nice)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

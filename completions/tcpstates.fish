@@ -26,6 +26,7 @@ service\t'The socket\'s service: its systemd unit, container or Kubernetes pod'
 netns\t'The socket\'s network namespace (inode)'"
 complete -c tcpstates -l web-config -d 'Serve --metrics as this Prometheus web configuration file says (the exporters\' --web.config.file): TLS certificate and key, a client CA for mutual TLS, basic auth users with bcrypt hashes' -r -F
 complete -c tcpstates -l ring-size -d 'Size of the kernel ring buffer (power of two, at least 4K; suffix K or M) [default: 1M per CPU, from 4M to 64M]' -r
+complete -c tcpstates -l nice -d 'Scheduling niceness (-20 to 19) [default: -10 when started at the default 0, so that saturated CPUs do not starve the reader into losing events; a niceness the caller set, as with `nice -n 5 tcpstates`, is kept]' -r
 complete -c tcpstates -s 4 -l ipv4 -d 'Trace IPv4 sockets only'
 complete -c tcpstates -s 6 -l ipv6 -d 'Trace IPv6 sockets only'
 complete -c tcpstates -s T -l timestamp -d 'Include a wall-clock time column (local time, HH:MM:SS.mmm)'

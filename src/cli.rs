@@ -182,6 +182,12 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = parse_ring_size)]
     pub ring_size: Option<u32>,
 
+    /// Scheduling niceness (-20 to 19) [default: -10 when started at the default 0, so that
+    /// saturated CPUs do not starve the reader into losing events; a niceness the caller set,
+    /// as with `nice -n 5 tcpstates`, is kept]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_nice)]
+    pub nice: Option<i32>,
+
     /// Print libbpf's own messages to stderr
     #[arg(short = 'v', long)]
     pub verbose: bool,
@@ -243,6 +249,13 @@ fn parse_count(s: &str) -> Result<u64, String> {
     match s.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err("the count is a whole number, at least 1".to_string()),
+    }
+}
+
+fn parse_nice(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(n) if (-20..=19).contains(&n) => Ok(n),
+        _ => Err("the niceness is a whole number from -20 to 19".to_string()),
     }
 }
 
@@ -371,6 +384,15 @@ mod tests {
         }
         let err = parse(&["--snapshot", "5"]).unwrap_err().to_string();
         assert!(err.contains("time unit needed"), "{err}");
+    }
+
+    #[test]
+    fn nice_takes_negative_values_within_the_kernel_range() {
+        assert_eq!(parse(&[]).unwrap().nice, None);
+        assert_eq!(parse(&["--nice", "-20"]).unwrap().nice, Some(-20));
+        assert_eq!(parse(&["--nice", "19"]).unwrap().nice, Some(19));
+        assert!(parse(&["--nice", "-21"]).is_err());
+        assert!(parse(&["--nice", "x"]).is_err());
     }
 
     #[test]

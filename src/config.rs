@@ -111,6 +111,8 @@ pub struct Config {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
     pub ring_size: u32,
+    /// The niceness asked for (--nice); None: the default boost (see priority).
+    pub nice: Option<i32>,
     pub verbose: bool,
     /// Connection records instead of transitions.
     pub lifetimes: bool,
@@ -170,6 +172,7 @@ impl Config {
             ring_size: args
                 .ring_size
                 .unwrap_or_else(|| default_ring_size(online_cpus())),
+            nice: args.nice,
             verbose: args.verbose,
             lifetimes: args.lifetimes,
             events: Events {

@@ -22,6 +22,7 @@ pub mod namespaces;
 pub mod plural;
 pub mod ports;
 pub mod preflight;
+pub mod priority;
 pub mod render;
 pub mod report;
 pub mod resolve;

@@ -20,7 +20,7 @@ use crate::losses::{Losses, LostReason};
 use crate::namespaces::{self, Namespace};
 use crate::services::Services;
 use crate::table::ConnTable;
-use crate::{preflight, resolve, signals};
+use crate::{preflight, priority, resolve, signals};
 
 /// How long a poll waits for a wakeup; the BPF side wakes us early only when the ring fills or
 /// (at most every 50 ms) for an event into an empty ring. Short enough that events are never
@@ -217,6 +217,10 @@ pub fn run<S: Sink>(config: &Config, sink_for: impl FnOnce(Clock) -> S) -> Resul
     preflight::check_kernel_btf()?;
     preflight::check_capabilities()?;
     signals::install()?;
+    // Before any thread starts: they inherit it.
+    if let Some(line) = priority::apply(config.nice, config.verbose) {
+        eprintln!("{line}");
+    }
     let alerts = Alerts::new(config.alerts.clone());
     let setup = Setup::for_config(config, &alerts)?;
     let mut storage = MaybeUninit::uninit();

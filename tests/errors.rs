@@ -58,6 +58,11 @@ fn bad_values_name_the_option_and_the_rule() {
         "invalid value '0' for '--count <N>': the count is a whole number, at least 1",
     );
     assert_error(
+        &["--nice", "20"],
+        2,
+        "invalid value '20' for '--nice <N>': the niceness is a whole number from -20 to 19",
+    );
+    assert_error(
         &["-4", "-6"],
         2,
         "the argument '--ipv4' cannot be used with '--ipv6'",

@@ -244,3 +244,42 @@ fn runs_with_only_cap_bpf_and_cap_perfmon_and_no_tracefs() {
     let client_events = owned_by(&events, client_pid);
     assert_eq!(arrow(client_events.last().unwrap()), "FIN_WAIT2->TIME_WAIT");
 }
+
+/// The niceness of each of a process's threads (field 19 of /proc/PID/task/TID/stat).
+fn thread_niceness(tool: &Tool) -> Vec<i64> {
+    let tasks = format!("/proc/{}/task", tool.pid());
+    let mut niceness = Vec::new();
+    for task in std::fs::read_dir(tasks).expect("task dir") {
+        let stat = std::fs::read_to_string(task.expect("task").path().join("stat")).expect("stat");
+        // Fields after the command's closing parenthesis start at field 3.
+        let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
+        let field = after_comm.split(' ').nth(19 - 3).expect("field 19");
+        niceness.push(field.parse().expect("niceness"));
+    }
+    niceness
+}
+
+#[test]
+fn the_reader_runs_at_a_raised_priority_unless_told_otherwise() {
+    let ns = Netns::new();
+    let tool = Tool::start(&["--netns", &ns.name, "--snapshot", "1s"]);
+    let threads = thread_niceness(&tool);
+    assert!(
+        !threads.is_empty() && threads.iter().all(|&n| n == -10),
+        "{threads:?}"
+    );
+    drop(tool);
+
+    let tool = Tool::start(&["--netns", &ns.name, "--nice", "3"]);
+    assert_eq!(thread_niceness(&tool), [3]);
+    drop(tool);
+
+    // A niceness the caller set is kept.
+    let tool = Tool::start_with(
+        Command::new("nice")
+            .args(["-n", "5"])
+            .arg(tool_path())
+            .args(["--netns", &ns.name]),
+    );
+    assert_eq!(thread_niceness(&tool), [5]);
+}
