@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use libbpf_rs::MapCore;
+use libbpf_rs::{MapCore, MapFlags};
 
 use super::Tracer;
 use crate::skel::types::sweep_limits;
@@ -12,6 +12,8 @@ use crate::skel::types::sweep_limits;
 /// How often the FIN_WAIT2 timewait sockets are checked for their peer's FIN: the delay of
 /// their `FIN_WAIT2 -> TIME_WAIT` records (the time in them is the kernel's).
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Keys read from the map per system call.
+const KEYS_PER_CALL: u32 = 4096;
 /// Sockets per run of the program: its arguments.
 const SWEEP_BATCH: usize = sweep_limits::SWEEP_BATCH.0 as usize;
 
@@ -23,7 +25,17 @@ impl Tracer<'_> {
             return Ok(());
         }
         self.swept.set(Instant::now());
-        let sockets: Vec<Vec<u8>> = self.skel.maps.fin_wait2_tws.keys().collect();
+        // In batches: one call per KEYS_PER_CALL keys, not one per key. A failed batch call
+        // ends the read silently (libbpf-rs), as on a kernel without batch operations: an
+        // empty read is redone key by key, one call when the map is empty.
+        let map = &self.skel.maps.fin_wait2_tws;
+        let mut sockets: Vec<Vec<u8>> = map
+            .lookup_batch(KEYS_PER_CALL, MapFlags::ANY, MapFlags::ANY)
+            .map(|batches| batches.map(|(key, _)| key).collect())
+            .unwrap_or_default();
+        if sockets.is_empty() {
+            sockets = map.keys().collect();
+        }
         // With no socket, one run all the same: it measures the kernel's tick rate.
         let none: [Vec<u8>; 0] = [];
         let batches = sockets.chunks(SWEEP_BATCH);
