@@ -6,7 +6,8 @@
 #   sudo bench/live.sh --rates 10000,max --seconds 10 --rounds 5
 #   sudo bench/live.sh --no-bpf-stats   # as users run: the kernel's BPF statistics off, whose
 #                                       # clock reads every program run pays (no kernel ns column)
-#   sudo bench/live.sh --floor    # adds programs that do nothing or only count on the same hooks
+#   sudo bench/live.sh --floor    # adds programs that do nothing, only count, or only write a
+#                                 # record to a ring buffer, on the same hooks
 #   sudo bench/live.sh --baseline /path/to/older/tcpstates   # that build too, in the same run
 #   sudo bench/live.sh --no-messages   # without the data-heavy rows (small messages on a few
 #                                      # long connections, for the hooks on reads and writes)

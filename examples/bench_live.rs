@@ -12,8 +12,9 @@
 //! costs what churn does not show; `--no-messages` leaves it out.
 //! `--baseline PATH` adds rows for another build of tcpstates (say, of the previous commit),
 //! text and JSON, interleaved with this one's: a change measured before and after in one run.
-//! `--floor` adds rows for programs that do nothing or only count (bench/floor.bpf.c, loaded
-//! here): what any tracer on the same hooks costs at least, measured in the same run.
+//! `--floor` adds rows for programs that do nothing, only count, or only write a record to a
+//! ring buffer that this process reads (bench/floor.bpf.c, loaded here): what any tracer on
+//! the same hooks costs at least, and what delivering events costs at least, in the same run.
 //! The kernel's BPF statistics (for the kernel ns column) add two clock reads to every run of
 //! every program: a tool that runs several programs per event pays that several times.
 //! `--no-bpf-stats` leaves them off, as users run, and measures everything but that column and
@@ -24,10 +25,12 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libbpf_rs::query::ProgInfoIter;
-use libbpf_rs::{Link, MapCore, MapFlags, Object, ObjectBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, MapHandle, Object, ObjectBuilder, RingBufferBuilder};
 
 /// Each churned connection makes exactly ten transitions (see examples/churn.rs).
 const TRANSITIONS_PER_CONNECTION: u64 = 10;
@@ -49,6 +52,9 @@ enum Tracer {
     FloorEmpty,
     /// A program on inet_sock_set_state that only counts, in a per-CPU array.
     FloorCount,
+    /// A program that writes a record of tcpstates' size to a ring buffer per state change,
+    /// read by this process: what delivering an event costs at least.
+    FloorRing,
     /// Empty programs on the hooks tcpstates attaches: inet_sock_set_state twice (the state
     /// program and its twin for nested changes) and kmem_cache_free.
     FloorHooks,
@@ -70,6 +76,7 @@ impl Tracer {
             Tracer::LibbpfTools => "libbpf-tools tcpstates",
             Tracer::FloorEmpty => "empty program",
             Tracer::FloorCount => "counting program",
+            Tracer::FloorRing => "ring record, read",
             Tracer::FloorHooks => "empty, tcpstates' 3 hooks",
             Tracer::FloorRead => "empty program on reads",
             Tracer::FloorData => "empty, reads and writes",
@@ -84,6 +91,7 @@ impl Tracer {
             Tracer::FloorEmpty | Tracer::FloorHooks => "floor_empty",
             Tracer::FloorRead | Tracer::FloorData => "floor_read",
             Tracer::FloorCount => "floor_count",
+            Tracer::FloorRing => "floor_ring",
             _ => "on_set_state",
         }
     }
@@ -93,6 +101,7 @@ impl Tracer {
         match self {
             Tracer::FloorEmpty => &["floor_empty"],
             Tracer::FloorCount => &["floor_count"],
+            Tracer::FloorRing => &["floor_ring"],
             Tracer::FloorHooks => &["floor_empty", "floor_twin", "floor_free"],
             Tracer::FloorRead => &["floor_read"],
             Tracer::FloorData => &["floor_read", "floor_write"],
@@ -209,8 +218,55 @@ fn attach_floor(path: &Path, tracer: Tracer) -> Floor {
     }
 }
 
-/// State changes floor_count counted, over all CPUs.
-fn floor_counted(floor: &Floor) -> u64 {
+/// Reads floor_ring's records every 10 ms on a thread of its own, counting them, until dropped.
+struct RingReader {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RingReader {
+    fn start(floor: &Floor) -> RingReader {
+        let map = floor
+            .object
+            .maps()
+            .find(|m| m.name() == "floor_records")
+            .expect("floor_records map");
+        let map = MapHandle::try_from(&map).expect("floor_records handle");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let read = std::cell::Cell::new(0u64);
+            let mut builder = RingBufferBuilder::new();
+            builder
+                .add(&map, |_| {
+                    read.set(read.get() + 1);
+                    0
+                })
+                .expect("floor ring callback");
+            let ring = builder.build().expect("floor ring");
+            while !stopped.load(Ordering::Relaxed) {
+                let _ = ring.consume();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = ring.consume();
+            drop(ring);
+            read.get()
+        });
+        RingReader {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops reading; the records read.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+/// floor_counts[index], over all CPUs.
+fn floor_count_at(floor: &Floor, index: u32) -> u64 {
     let Some(map) = floor
         .object
         .maps()
@@ -218,7 +274,7 @@ fn floor_counted(floor: &Floor) -> u64 {
     else {
         return 0;
     };
-    map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+    map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
         .ok()
         .flatten()
         .unwrap_or_default()
@@ -386,6 +442,7 @@ fn spawn_tracer(
         Tracer::None
         | Tracer::FloorEmpty
         | Tracer::FloorCount
+        | Tracer::FloorRing
         | Tracer::FloorHooks
         | Tracer::FloorRead
         | Tracer::FloorData => return None,
@@ -499,6 +556,10 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
     let start = Instant::now();
     let child = spawn_tracer(paths, tracer, &ns, &out_path, &err_path);
     let floor = (!tracer.floor_programs().is_empty()).then(|| attach_floor(&paths.floor, tracer));
+    let ring_reader = match (&floor, tracer) {
+        (Some(floor), Tracer::FloorRing) => Some(RingReader::start(floor)),
+        _ => None,
+    };
     let mut sample = Sample::default();
 
     let mut probe_events = 0;
@@ -565,7 +626,11 @@ fn run_once(paths: &Paths, tracer: Tracer, rate: Option<u32>, seconds: f64, n: u
     if let Some(floor) = floor {
         std::thread::sleep(Duration::from_millis(500));
         sample.recursion_misses = round(&mut sample).misses;
-        sample.captured = floor_counted(&floor);
+        sample.captured = match ring_reader {
+            Some(reader) => reader.finish(),
+            None => floor_count_at(&floor, 0),
+        };
+        sample.reported_lost = floor_count_at(&floor, 1);
     }
     let _ = fs::remove_file(&out_path);
     let _ = fs::remove_file(&err_path);
@@ -749,7 +814,12 @@ fn main() {
         eprintln!("libbpf-tools is not installed: measuring tcpstates only (apt-get install libbpf-tools)");
     }
     if quick || args.iter().any(|a| a == "--floor") {
-        tracers.extend([Tracer::FloorEmpty, Tracer::FloorCount, Tracer::FloorHooks]);
+        tracers.extend([
+            Tracer::FloorEmpty,
+            Tracer::FloorCount,
+            Tracer::FloorRing,
+            Tracer::FloorHooks,
+        ]);
     }
 
     println!(
@@ -819,11 +889,16 @@ fn main() {
             if !tracer.floor_programs().is_empty() {
                 // Loaded in this process: no output, CPU, memory or start of their own.
                 let counted = |v: f64| {
-                    if tracer == Tracer::FloorCount {
+                    if matches!(tracer, Tracer::FloorCount | Tracer::FloorRing) {
                         format!("{v:.0}")
                     } else {
                         "-".to_string()
                     }
+                };
+                let lost = if tracer == Tracer::FloorRing {
+                    format!("{:.0}", m(&|s| s.reported_lost as f64))
+                } else {
+                    "-".to_string()
                 };
                 println!(
                     "{offered:<7} {:<26} {achieved:>9.0} {:>7.2}x {:>9.0} {:>9} {:>6} {:>8.0} {:>7} {untraced:>8} {kernel:>11} {:>10} {:>7} {:>8}",
@@ -831,7 +906,7 @@ fn main() {
                     baseline / achieved.max(1.0),
                     m(&|s| s.expected as f64),
                     counted(m(&|s| s.captured as f64)),
-                    "-",
+                    lost,
                     m(&|s| s.recursion_misses as f64),
                     counted(m(&|s| s.expected.saturating_sub(s.captured) as f64)),
                     "-",
