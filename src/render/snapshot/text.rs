@@ -3,14 +3,15 @@
 
 use std::io::{self, Write};
 
-use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use std::net::IpAddr;
 
-use std::net::{IpAddr, SocketAddr};
+use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 
 use super::{age_text, foreign, owner_text, SnapshotRenderer};
 use crate::alerts::Alert;
 use crate::lifetimes::Ending;
 use crate::plural::counted;
+use crate::render::cells::Ipv4Text;
 use crate::report::{endpoint, Grouping, Pattern, Report, ServiceCount};
 use crate::sanitize;
 use crate::services::Service;
@@ -71,26 +72,7 @@ impl SnapshotText {
                 .collect();
             return self.boxed(out, header, rows, report, columns.state_index());
         }
-        // Plain columns: one pass for the widths, one to write, each row into one reused
-        // string (a table of 100,000 sockets held as a string per cell cost more than ss).
-        let mut row = RowText::default();
-        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-        for c in &report.conns {
-            columns.write_row(c, report, &mut row);
-            for (w, cell) in widths.iter_mut().zip(row.cells()) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut line = Vec::with_capacity(256);
-        aligned(&mut line, header.iter().copied(), &widths);
-        out.write_all(&line)?;
-        for c in &report.conns {
-            columns.write_row(c, report, &mut row);
-            line.clear();
-            aligned(&mut line, row.cells(), &widths);
-            out.write_all(&line)?;
-        }
-        Ok(())
+        plain_rows(out, &header, &columns, report)
     }
 
     /// On a terminal: comfy-table borders, the state coloured if asked for.
@@ -181,24 +163,21 @@ impl Columns {
         }
         row.text.push_str(if c.is_ipv6() { "tcp6" } else { "tcp" });
         row.end_cell();
-        _ = write!(row.text, "{}", SocketAddr::new(c.local, c.local_port));
+        push_endpoint(&mut row.text, c.local, c.local_port);
         row.end_cell();
         match (c.state, c.remote) {
             (TcpState::Listen, IpAddr::V4(_)) => row.text.push_str("0.0.0.0:*"),
             (TcpState::Listen, IpAddr::V6(_)) => row.text.push_str("[::]:*"),
-            _ => _ = write!(row.text, "{}", SocketAddr::new(c.remote, c.remote_port)),
+            _ => push_endpoint(&mut row.text, c.remote, c.remote_port),
         }
         row.end_cell();
         row.text.push_str(c.state.name());
         row.end_cell();
         match c.owner {
             Some(o) => {
-                _ = write!(
-                    row.text,
-                    "{}/{}",
-                    o.pid,
-                    sanitize::escape(o.comm.as_bytes())
-                )
+                row.text.push_str(itoa::Buffer::new().format(o.pid));
+                row.text.push('/');
+                row.text.push_str(&sanitize::escape(o.comm.as_bytes()));
             }
             None => row.text.push('-'),
         }
@@ -219,6 +198,114 @@ impl Columns {
             }
         }
     }
+}
+
+/// Rows per thread at least: below that, one thread writes the table.
+const ROWS_PER_THREAD: usize = 20_000;
+
+/// Plain columns: one pass for the widths, one to write, each row into one reused string (a
+/// table of 100,000 sockets held as a string per cell cost more than ss). A long table is cut
+/// into parts, measured and then written on several threads at once; the first part goes
+/// straight out, the others wait in memory, in order.
+fn plain_rows(
+    out: &mut dyn Write,
+    header: &[&str],
+    columns: &Columns,
+    report: &Report<'_>,
+) -> io::Result<()> {
+    let conns = &report.conns[..];
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(conns.len() / ROWS_PER_THREAD)
+        .max(1);
+    let parts: Vec<&[&Conn]> = conns.chunks(conns.len().div_ceil(threads).max(1)).collect();
+    let (first, others) = parts
+        .split_first()
+        .map_or((&[][..], &[][..]), |(f, o)| (*f, o));
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    std::thread::scope(|scope| {
+        let measured: Vec<_> = others
+            .iter()
+            .map(|part| scope.spawn(move || part_widths(columns, report, part)))
+            .collect();
+        let mut all = vec![part_widths(columns, report, first)];
+        all.extend(measured.into_iter().filter_map(|m| m.join().ok()));
+        for part in all {
+            for (w, p) in widths.iter_mut().zip(part) {
+                *w = (*w).max(p);
+            }
+        }
+    });
+    let widths = &widths[..];
+    let mut line = Vec::with_capacity(256);
+    aligned(&mut line, header.iter().copied(), widths);
+    out.write_all(&line)?;
+    std::thread::scope(|scope| {
+        let written: Vec<_> = others
+            .iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut buf = Vec::with_capacity(part.len() * 128);
+                    write_part(&mut buf, columns, report, part, widths).map(|()| buf)
+                })
+            })
+            .collect();
+        write_part(out, columns, report, first, widths)?;
+        for part in written {
+            let buf = part
+                .join()
+                .map_err(|_| io::Error::other("a snapshot writer thread panicked"))??;
+            out.write_all(&buf)?;
+        }
+        Ok(())
+    })
+}
+
+/// The widest cell of each column among `conns`.
+fn part_widths(columns: &Columns, report: &Report<'_>, conns: &[&Conn]) -> Vec<usize> {
+    let mut row = RowText::default();
+    let mut widths = Vec::new();
+    for c in conns {
+        columns.write_row(c, report, &mut row);
+        widths.resize(widths.len().max(row.ends.len()), 0);
+        for (w, cell) in widths.iter_mut().zip(row.cells()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    widths
+}
+
+fn write_part(
+    out: &mut (impl Write + ?Sized),
+    columns: &Columns,
+    report: &Report<'_>,
+    conns: &[&Conn],
+    widths: &[usize],
+) -> io::Result<()> {
+    let mut row = RowText::default();
+    let mut line = Vec::with_capacity(256);
+    for c in conns {
+        columns.write_row(c, report, &mut row);
+        line.clear();
+        aligned(&mut line, row.cells(), widths);
+        out.write_all(&line)?;
+    }
+    Ok(())
+}
+
+/// `addr:port` as `SocketAddr` shows it (`[v6]:port`), IPv4 without `core::fmt`: two per row,
+/// twice per table, were most of the time a long table took.
+fn push_endpoint(text: &mut String, addr: IpAddr, port: u16) {
+    match addr {
+        IpAddr::V4(v4) => text.push_str(Ipv4Text::new(v4).as_str()),
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            // Writing into a String cannot fail.
+            _ = write!(text, "[{v6}]");
+        }
+    }
+    text.push(':');
+    text.push_str(itoa::Buffer::new().format(port));
 }
 
 /// One row's cells, written one after another into one string.
@@ -506,5 +593,67 @@ mod tests {
             .snapshot(&mut colored, &report(&t))
             .unwrap();
         assert!(String::from_utf8(colored).unwrap().contains('\x1b'));
+    }
+}
+
+#[cfg(test)]
+mod parts_tests {
+    use super::super::tests::report;
+    use super::*;
+    use crate::table::tests::socket;
+    use crate::table::ConnTable;
+
+    #[test]
+    fn endpoints_read_as_socket_addresses_do() {
+        for (addr, port) in [
+            ("127.0.0.1", 80),
+            ("0.0.0.0", 0),
+            ("255.255.255.255", 65535),
+            ("10.20.3.4", 5432),
+            ("::1", 443),
+            ("::ffff:192.0.2.1", 8080),
+            ("fe80::1:2", 22),
+        ] {
+            let addr: IpAddr = addr.parse().unwrap();
+            let mut text = String::new();
+            push_endpoint(&mut text, addr, port);
+            assert_eq!(text, std::net::SocketAddr::new(addr, port).to_string());
+        }
+    }
+
+    #[test]
+    fn a_long_table_written_in_parts_is_whole_in_order_and_aligned_on_every_part() {
+        let mut t = ConnTable::new(0);
+        let count = 3 * ROWS_PER_THREAD + 7;
+        t.seed((0..count as u64).map(|sk| {
+            let mut s = socket(sk + 1, TcpState::Established, 1_000);
+            s.local_port = (sk % 60_000) as u16;
+            s.remote_port = (sk / 60_000) as u16;
+            // The widest address is in the last part: every part is padded to it.
+            if sk + 1 == count as u64 {
+                s.local = "fd00:1234:5678:9abc:def0:1234:5678:9abc".parse().unwrap();
+            }
+            s
+        }));
+        let r = report(&t);
+        let columns = SnapshotText::new(false, false, false, false).columns(&r);
+        let header = columns.header();
+        let mut out = Vec::new();
+        plain_rows(&mut out, &header, &columns, &r).unwrap();
+
+        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+        for (w, p) in widths.iter_mut().zip(part_widths(&columns, &r, &r.conns)) {
+            *w = (*w).max(p);
+        }
+        let mut expected = Vec::new();
+        aligned(&mut expected, header.iter().copied(), &widths);
+        write_part(&mut expected, &columns, &r, &r.conns, &widths).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, String::from_utf8(expected).unwrap());
+        assert_eq!(text.lines().count(), count + 1);
+        let state_at = |line: &str| line.find("ESTABLISHED");
+        let first_row = text.lines().nth(1).unwrap();
+        assert_eq!(state_at(first_row), state_at(text.lines().last().unwrap()));
+        assert!(state_at(first_row).unwrap() > "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:0".len());
     }
 }
