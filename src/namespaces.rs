@@ -128,6 +128,49 @@ pub fn port_ranges(namespaces: &[Namespace]) -> HashMap<u32, PortRange> {
     ranges
 }
 
+/// About how many TCP sockets (full and timewait) the namespaces hold now, from the kernel's
+/// counters in /proc/net/sockstat: the room a table of them needs. One namespace: its own
+/// counts, read from inside it. Several: every full socket of the host (that counter is
+/// global) and the tool's own namespace's timewait ones. 0 if unreadable.
+pub fn tcp_sockets(namespaces: &[Namespace]) -> u64 {
+    let read = |fields: &[&str]| {
+        let text = std::fs::read_to_string("/proc/thread-self/net/sockstat").ok()?;
+        fields
+            .iter()
+            .map(|f| sockstat_tcp(&text, f))
+            .sum::<Option<u64>>()
+    };
+    let counted = match namespaces {
+        [Namespace {
+            file: Some(file), ..
+        }] => std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+                    read(&["inuse", "tw"])
+                })
+                .join()
+                .ok()
+                .flatten()
+        }),
+        [_] => read(&["inuse", "tw"]),
+        _ => read(&["alloc", "tw"]),
+    };
+    counted.unwrap_or(0)
+}
+
+/// A count of the TCP line of /proc/net/sockstat (`TCP: inuse 5 orphan 0 tw 2 alloc 9 mem 1`).
+fn sockstat_tcp(text: &str, field: &str) -> Option<u64> {
+    let tcp = text.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+    let mut words = tcp.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == field {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// Each namespace's ip_local_port_range, read again every REREAD, or sooner (at most every
 /// RETRY) when a socket is in a namespace not read yet (one made since).
 #[derive(Default)]
@@ -188,6 +231,18 @@ pub fn names(namespaces: &[Namespace]) -> HashMap<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockstat_counts_are_read_from_the_tcp_line() {
+        let text =
+            "sockets: used 230\nTCP: inuse 5 orphan 1 tw 2 alloc 9 mem 1\nUDP: inuse 3 mem 0\n";
+        assert_eq!(sockstat_tcp(text, "inuse"), Some(5));
+        assert_eq!(sockstat_tcp(text, "tw"), Some(2));
+        assert_eq!(sockstat_tcp(text, "alloc"), Some(9));
+        assert_eq!(sockstat_tcp(text, "mem"), Some(1));
+        assert_eq!(sockstat_tcp(text, "nope"), None);
+        assert_eq!(sockstat_tcp("UDP: inuse 3 mem 0\n", "inuse"), None);
+    }
 
     #[test]
     fn the_own_namespace_comes_first_and_each_comes_once() {

@@ -147,6 +147,13 @@ impl Listed {
         tracer.dump_sockets(&files, each)
     }
 
+    /// About how many TCP sockets they hold now (see namespaces::tcp_sockets).
+    pub fn sockets_now(&self) -> usize {
+        let sockets = namespaces::tcp_sockets(&self.namespaces);
+        // An estimate: more than a few million would be a misread, not a table to make.
+        usize::try_from(sockets).unwrap_or(0).min(4 << 20)
+    }
+
     /// How the start line names them.
     pub fn describe(&self) -> String {
         match (self.every, self.namespaces.as_slice()) {
@@ -241,6 +248,7 @@ pub fn run<S: Sink>(config: &Config, sink_for: impl FnOnce(Clock) -> S) -> Resul
     let mut table = None;
     if let Some(listed) = &setup.listed {
         let mut seeded = ConnTable::new(setup.table_states);
+        seeded.reserve(listed.sockets_now());
         // Read after the hooks are attached, so no socket falls between the two.
         listed.dump(&tracer, |mut s| {
             s.service = s.cgroup.and_then(|id| services.of(id));
