@@ -7,6 +7,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use super::fields::ConnRecord;
+use super::parts::write_in_rounds;
 use super::SnapshotRenderer;
 use crate::clock::Clock;
 use crate::lifetimes::Ending;
@@ -188,10 +189,6 @@ impl PortUseRecord {
     }
 }
 
-/// Below this many connections per thread, one thread writes them all: a thread costs more
-/// than it saves.
-const CONNS_PER_THREAD: usize = 20_000;
-
 /// Connections read ahead of writing them (see write_conns).
 const GATHERED: usize = 64;
 
@@ -214,37 +211,15 @@ fn write_part<W: Write>(out: &mut W, part: &[&Conn], now_ns: u64, info: bool) ->
     Ok(())
 }
 
-/// The connections as JSON objects separated by commas. A long list is cut into parts written
-/// on several threads at once, then put out in order: with 100,000 connections, writing them
-/// was most of the time a snapshot took.
+/// The connections as JSON objects separated by commas, written on several threads at once
+/// for a long list: with 100,000 connections, writing them was most of the time a snapshot
+/// took.
 fn write_conns(out: &mut impl Write, conns: &[&Conn], now_ns: u64, info: bool) -> io::Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(conns.len() / CONNS_PER_THREAD)
-        .max(1);
-    let mut parts = conns.chunks(conns.len().div_ceil(threads).max(1));
-    let Some(first) = parts.next() else {
-        return Ok(());
-    };
-    std::thread::scope(|scope| {
-        // The other parts into memory, each on a thread of its own; the first straight out.
-        let others: Vec<_> = parts
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut buf = Vec::with_capacity(part.len() * 256);
-                    write_part(&mut buf, part, now_ns, info).map(|()| buf)
-                })
-            })
-            .collect();
-        write_part(out, first, now_ns, info)?;
-        for other in others {
-            let buf = other
-                .join()
-                .map_err(|_| io::Error::other("a snapshot writer thread panicked"))??;
-            out.write_all(b",")?;
-            out.write_all(&buf)?;
+    write_in_rounds(out, conns, |buf, part, first| {
+        if !first {
+            buf.push(b',');
         }
-        Ok(())
+        write_part(buf, part, now_ns, info)
     })
 }
 
@@ -399,7 +374,7 @@ mod tests {
     #[test]
     fn a_long_connection_list_written_in_parts_is_whole_and_in_order() {
         let mut t = ConnTable::new(0);
-        let count = 3 * CONNS_PER_THREAD + 7;
+        let count = 3 * super::super::parts::MIN_PER_THREAD + 7;
         t.seed((0..count as u64).map(|sk| {
             let mut s = socket(sk + 1, Established, 1_000);
             s.local_port = (sk % 60_000) as u16;

@@ -4,6 +4,7 @@
 mod csv;
 mod fields;
 mod json;
+mod parts;
 mod text;
 
 use std::io::{self, Write};

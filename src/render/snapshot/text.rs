@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 
+use super::parts::{write_in_rounds, MIN_PER_THREAD};
 use super::{age_text, foreign, owner_text, SnapshotRenderer};
 use crate::alerts::Alert;
 use crate::lifetimes::Ending;
@@ -200,13 +201,9 @@ impl Columns {
     }
 }
 
-/// Rows per thread at least: below that, one thread writes the table.
-const ROWS_PER_THREAD: usize = 20_000;
-
 /// Plain columns: one pass for the widths, one to write, each row into one reused string (a
-/// table of 100,000 sockets held as a string per cell cost more than ss). A long table is cut
-/// into parts, measured and then written on several threads at once; the first part goes
-/// straight out, the others wait in memory, in order.
+/// table of 100,000 sockets held as a string per cell cost more than ss). A long table is
+/// measured, and then written, on several threads at once.
 fn plain_rows(
     out: &mut dyn Write,
     header: &[&str],
@@ -216,7 +213,7 @@ fn plain_rows(
     let conns = &report.conns[..];
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(conns.len() / ROWS_PER_THREAD)
+        .min(conns.len() / MIN_PER_THREAD)
         .max(1);
     let parts: Vec<&[&Conn]> = conns.chunks(conns.len().div_ceil(threads).max(1)).collect();
     let (first, others) = parts
@@ -240,24 +237,8 @@ fn plain_rows(
     let mut line = Vec::with_capacity(256);
     aligned(&mut line, header.iter().copied(), widths);
     out.write_all(&line)?;
-    std::thread::scope(|scope| {
-        let written: Vec<_> = others
-            .iter()
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut buf = Vec::with_capacity(part.len() * 128);
-                    write_part(&mut buf, columns, report, part, widths).map(|()| buf)
-                })
-            })
-            .collect();
-        write_part(out, columns, report, first, widths)?;
-        for part in written {
-            let buf = part
-                .join()
-                .map_err(|_| io::Error::other("a snapshot writer thread panicked"))??;
-            out.write_all(&buf)?;
-        }
-        Ok(())
+    write_in_rounds(out, conns, |buf, part, _| {
+        write_part(buf, columns, report, part, widths)
     })
 }
 
@@ -624,7 +605,7 @@ mod parts_tests {
     #[test]
     fn a_long_table_written_in_parts_is_whole_in_order_and_aligned_on_every_part() {
         let mut t = ConnTable::new(0);
-        let count = 3 * ROWS_PER_THREAD + 7;
+        let count = 3 * MIN_PER_THREAD + 7;
         t.seed((0..count as u64).map(|sk| {
             let mut s = socket(sk + 1, TcpState::Established, 1_000);
             s.local_port = (sk % 60_000) as u16;
