@@ -220,19 +220,25 @@ fn plain_rows(
         .split_first()
         .map_or((&[][..], &[][..]), |(f, o)| (*f, o));
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    std::thread::scope(|scope| {
+    std::thread::scope(|scope| -> io::Result<()> {
         let measured: Vec<_> = others
             .iter()
             .map(|part| scope.spawn(move || part_widths(columns, report, part)))
             .collect();
         let mut all = vec![part_widths(columns, report, first)];
-        all.extend(measured.into_iter().filter_map(|m| m.join().ok()));
+        for part in measured {
+            all.push(
+                part.join()
+                    .map_err(|_| io::Error::other("a snapshot writer thread panicked"))?,
+            );
+        }
         for part in all {
             for (w, p) in widths.iter_mut().zip(part) {
                 *w = (*w).max(p);
             }
         }
-    });
+        Ok(())
+    })?;
     let widths = &widths[..];
     let mut line = Vec::with_capacity(256);
     aligned(&mut line, header.iter().copied(), widths);
