@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use serde_json::Value;
@@ -59,6 +59,7 @@ fn every_timewait_end_reaches_the_stream_under_churn() {
     let tool = Tool::start(&["-o", "json", "--netns", &watched.name]);
     let started = Instant::now();
     churn(&watched, 1000, 8);
+    let watched_churn_ended = SystemTime::now();
     // The timewait sockets expire from a minute after they began, in batches (a timer wheel
     // groups them by the second): churn elsewhere across that whole span.
     sleep_until(started + TIME_WAIT - Duration::from_secs(3));
@@ -70,15 +71,19 @@ fn every_timewait_end_reaches_the_stream_under_churn() {
 
     // Each connection's entries into TIME_WAIT and its ends, in order.
     let mut entered: BTreeMap<String, usize> = BTreeMap::new();
-    let mut ended: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut ended: BTreeMap<String, Vec<(f64, SystemTime)>> = BTreeMap::new();
     for event in &events {
         match (event["oldstate"].as_str(), event["newstate"].as_str()) {
             (_, Some("TIME_WAIT")) => *entered.entry(connection(event)).or_insert(0) += 1,
-            (Some("TIME_WAIT"), Some("CLOSE")) => ended.entry(connection(event)).or_default().push(
-                event["ms"]
-                    .as_f64()
-                    .expect("the time in TIME_WAIT is known"),
-            ),
+            (Some("TIME_WAIT"), Some("CLOSE")) => {
+                ended.entry(connection(event)).or_default().push((
+                    event["ms"]
+                        .as_f64()
+                        .expect("the time in TIME_WAIT is known"),
+                    humantime::parse_rfc3339(event["time"].as_str().expect("a time"))
+                        .expect("an RFC 3339 time"),
+                ))
+            }
             _ => {}
         }
     }
@@ -101,13 +106,17 @@ fn every_timewait_end_reaches_the_stream_under_churn() {
         &missing[..missing.len().min(3)],
         out.stderr
     );
-    // Each end once per entry, when the timer fired: a minute, plus the timer wheel's slack. A
-    // few in a thousand end within a millisecond of entering TIME_WAIT instead, on every kernel
-    // tried (0 to 13 of 8,000 a run here, none at the end of the churn only): as the kernel does
-    // for an RST (tcp_rfc1337 off). Their ports are free again, so a later connection of the
-    // run may take the same ports and enter TIME_WAIT once more. Those are printed; more than
-    // 1% fails.
+    // Each end once per entry, when the timer fired: a minute, plus the timer wheel's slack.
+    // Some end within milliseconds of entering TIME_WAIT instead, on every kernel tried (0 to
+    // 13 of 8,000 a run on the host, up to 81 in a loaded QEMU guest), always while the watched
+    // namespace churns: the kernel kills a timewait socket that an RST reaches (tcp_rfc1337
+    // off), which a loaded loopback provokes (likely a retransmitted FIN whose ACK finds its
+    // socket gone). Their ports are free again, so a later connection of the run may take
+    // them and enter TIME_WAIT once more. The frees of the busy namespace, which interrupt the
+    // tool's programs, must end none early: an early end after the watched churn fails, and so
+    // do more than 5%. Early ends are printed.
     let mut early = Vec::new();
+    let mut early_after_churn = Vec::new();
     for (conn, times) in &ended {
         let entries = entered.get(conn).copied().unwrap_or(0);
         assert_eq!(
@@ -117,18 +126,22 @@ fn every_timewait_end_reaches_the_stream_under_churn() {
             times.len()
         );
         let mut early_here = 0;
-        for &ms in times {
+        for &(ms, at) in times {
             assert!(ms < 70_000.0, "{conn} was in TIME_WAIT {ms} ms");
             if ms < 59_900.0 {
                 early_here += 1;
-                early.push(format!(
+                let history = format!(
                     "{conn} after {ms} ms: {:?}",
                     events
                         .iter()
                         .filter(|e| connection(e) == *conn)
                         .map(|e| format!("{} {} {}", arrow(e), e["ms"], e["time"]))
                         .collect::<Vec<_>>()
-                ));
+                );
+                if at > watched_churn_ended + Duration::from_secs(1) {
+                    early_after_churn.push(history.clone());
+                }
+                early.push(history);
             }
         }
         // Entering again takes the ports of one that left early.
@@ -137,9 +150,17 @@ fn every_timewait_end_reaches_the_stream_under_churn() {
             "{conn} entered TIME_WAIT {entries} times, left early {early_here} times"
         );
     }
+    if !early.is_empty() {
+        println!("{} TIME_WAIT ended early: {early:#?}", early.len());
+    }
     assert!(
-        early.len() * 100 <= entries,
-        "{} TIME_WAIT ended early: {early:#?}",
+        early_after_churn.is_empty(),
+        "{} TIME_WAIT ended early after the watched churn: {early_after_churn:#?}",
+        early_after_churn.len()
+    );
+    assert!(
+        early.len() * 20 <= entries,
+        "{} of {entries} TIME_WAIT ended early: {early:#?}",
         early.len()
     );
     assert!(
