@@ -32,6 +32,7 @@ pub mod services;
 pub mod session;
 pub mod signals;
 pub mod snapshots;
+pub mod sockstat;
 pub mod table;
 pub mod tcp_state;
 pub mod top;

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use nix::sched::{setns, CloneFlags};
 
 use crate::ports::{self, PortRange, PortUse};
+use crate::sockstat;
 use crate::table::Conn;
 
 /// Directories of bind-mounted namespaces, and what their entries' names are.
@@ -137,7 +138,7 @@ pub fn tcp_sockets(namespaces: &[Namespace]) -> u64 {
         let text = std::fs::read_to_string("/proc/thread-self/net/sockstat").ok()?;
         fields
             .iter()
-            .map(|f| sockstat_tcp(&text, f))
+            .map(|f| sockstat::tcp_count(&text, f))
             .sum::<Option<u64>>()
     };
     let counted = match namespaces {
@@ -157,18 +158,6 @@ pub fn tcp_sockets(namespaces: &[Namespace]) -> u64 {
         _ => read(&["alloc", "tw"]),
     };
     counted.unwrap_or(0)
-}
-
-/// A count of the TCP line of /proc/net/sockstat (`TCP: inuse 5 orphan 0 tw 2 alloc 9 mem 1`).
-fn sockstat_tcp(text: &str, field: &str) -> Option<u64> {
-    let tcp = text.lines().find_map(|l| l.strip_prefix("TCP:"))?;
-    let mut words = tcp.split_whitespace();
-    while let Some(word) = words.next() {
-        if word == field {
-            return words.next()?.parse().ok();
-        }
-    }
-    None
 }
 
 /// Each namespace's ip_local_port_range, read again every REREAD, or sooner (at most every
@@ -231,18 +220,6 @@ pub fn names(namespaces: &[Namespace]) -> HashMap<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sockstat_counts_are_read_from_the_tcp_line() {
-        let text =
-            "sockets: used 230\nTCP: inuse 5 orphan 1 tw 2 alloc 9 mem 1\nUDP: inuse 3 mem 0\n";
-        assert_eq!(sockstat_tcp(text, "inuse"), Some(5));
-        assert_eq!(sockstat_tcp(text, "tw"), Some(2));
-        assert_eq!(sockstat_tcp(text, "alloc"), Some(9));
-        assert_eq!(sockstat_tcp(text, "mem"), Some(1));
-        assert_eq!(sockstat_tcp(text, "nope"), None);
-        assert_eq!(sockstat_tcp("UDP: inuse 3 mem 0\n", "inuse"), None);
-    }
 
     #[test]
     fn the_own_namespace_comes_first_and_each_comes_once() {

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use rustc_hash::FxHashMap;
 
 use crate::skel::types;
+use crate::sockstat;
 use crate::tcp_state::TcpState;
 
 /// Bounds of the seed maps' sizes (each slot costs a 16-byte bucket when the map is created).
@@ -17,16 +18,7 @@ const LISTENERS_MAX: u32 = 1 << 16;
 /// sockets (all namespaces), with room for those opened before the walk.
 pub fn map_sizes(sockstat: Option<&str>) -> (u32, u32) {
     let allocated = sockstat
-        .and_then(|text| {
-            let tcp = text.lines().find_map(|l| l.strip_prefix("TCP:"))?;
-            let mut words = tcp.split_whitespace();
-            while let Some(word) = words.next() {
-                if word == "alloc" {
-                    return words.next()?.parse::<u64>().ok();
-                }
-            }
-            None
-        })
+        .and_then(|text| sockstat::tcp_count(text, "alloc"))
         .unwrap_or(0);
     let seeds = (allocated + allocated / 4 + u64::from(SEEDS_MIN))
         .clamp(u64::from(SEEDS_MIN), u64::from(SEEDS_MAX)) as u32;
