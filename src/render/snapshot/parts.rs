@@ -10,6 +10,39 @@ pub const MIN_PER_THREAD: usize = 20_000;
 /// Items each thread renders per round.
 const PER_THREAD_PER_ROUND: usize = 8_192;
 
+/// Threads for a list of `len` items: one per core, each with MIN_PER_THREAD at least.
+fn threads_for(len: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(len / MIN_PER_THREAD)
+        .max(1)
+}
+
+/// `each` of every part of `items`, in order, the parts taken on several threads at once for a
+/// long list (a pass that writes nothing, such as measuring columns).
+pub fn map_in_parts<T: Sync, R: Send>(
+    items: &[T],
+    each: impl Fn(&[T]) -> R + Sync,
+) -> io::Result<Vec<R>> {
+    let each = &each;
+    let mut parts = items.chunks(items.len().div_ceil(threads_for(items.len())).max(1));
+    let Some(mine) = parts.next() else {
+        return Ok(Vec::new());
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = parts.map(|part| scope.spawn(move || each(part))).collect();
+        let mut all = vec![each(mine)];
+        for other in others {
+            all.push(
+                other
+                    .join()
+                    .map_err(|_| io::Error::other("a snapshot writer thread panicked"))?,
+            );
+        }
+        Ok(all)
+    })
+}
+
 /// Writes `items` to `out` in order, as `render(buf, part, first)` writes each part into a
 /// buffer (`first`: the part starts the list).
 pub fn write_in_rounds<T: Sync>(
@@ -17,10 +50,7 @@ pub fn write_in_rounds<T: Sync>(
     items: &[T],
     render: impl Fn(&mut Vec<u8>, &[T], bool) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(items.len() / MIN_PER_THREAD)
-        .max(1);
+    let threads = threads_for(items.len());
     let render = &render;
     let mut own = Vec::new();
     for (round, batch) in items.chunks(threads * PER_THREAD_PER_ROUND).enumerate() {
@@ -77,6 +107,17 @@ mod tests {
                 expected.join(","),
                 "{count}"
             );
+        }
+    }
+
+    #[test]
+    fn every_part_is_mapped_once_in_order() {
+        for count in [0, 1, MIN_PER_THREAD - 1, 3 * MIN_PER_THREAD + 5] {
+            let items: Vec<usize> = (0..count).collect();
+            let parts = map_in_parts(&items, <[usize]>::to_vec).unwrap();
+            assert_eq!(parts.concat(), items, "{count}");
+            let expected = if count == 0 { 0 } else { threads_for(count) };
+            assert_eq!(parts.len(), expected, "{count}");
         }
     }
 

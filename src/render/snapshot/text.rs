@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
 
-use super::parts::{write_in_rounds, MIN_PER_THREAD};
+use super::parts::{map_in_parts, write_in_rounds};
 use super::{age_text, foreign, owner_text, SnapshotRenderer};
 use crate::alerts::Alert;
 use crate::lifetimes::Ending;
@@ -211,34 +211,12 @@ fn plain_rows(
     report: &Report<'_>,
 ) -> io::Result<()> {
     let conns = &report.conns[..];
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(conns.len() / MIN_PER_THREAD)
-        .max(1);
-    let parts: Vec<&[&Conn]> = conns.chunks(conns.len().div_ceil(threads).max(1)).collect();
-    let (first, others) = parts
-        .split_first()
-        .map_or((&[][..], &[][..]), |(f, o)| (*f, o));
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    std::thread::scope(|scope| -> io::Result<()> {
-        let measured: Vec<_> = others
-            .iter()
-            .map(|part| scope.spawn(move || part_widths(columns, report, part)))
-            .collect();
-        let mut all = vec![part_widths(columns, report, first)];
-        for part in measured {
-            all.push(
-                part.join()
-                    .map_err(|_| io::Error::other("a snapshot writer thread panicked"))?,
-            );
+    for part in map_in_parts(conns, |part| part_widths(columns, report, part))? {
+        for (w, p) in widths.iter_mut().zip(part) {
+            *w = (*w).max(p);
         }
-        for part in all {
-            for (w, p) in widths.iter_mut().zip(part) {
-                *w = (*w).max(p);
-            }
-        }
-        Ok(())
-    })?;
+    }
     let widths = &widths[..];
     let mut line = Vec::with_capacity(256);
     aligned(&mut line, header.iter().copied(), widths);
@@ -585,6 +563,7 @@ mod tests {
 
 #[cfg(test)]
 mod parts_tests {
+    use super::super::parts::MIN_PER_THREAD;
     use super::super::tests::report;
     use super::*;
     use crate::table::tests::socket;
