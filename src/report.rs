@@ -10,6 +10,7 @@ use crate::alerts::Alert;
 use crate::event::Owner;
 use crate::lifetimes::Ending;
 use crate::ports::PortUse;
+use crate::render::cells::push_endpoint;
 use crate::services::Service;
 use crate::table::{Age, Conn, ConnTable};
 use crate::tcp_state::TcpState;
@@ -259,7 +260,9 @@ fn top_groups<K: std::hash::Hash + Eq + Copy>(
 
 /// `addr:port`, with brackets around IPv6 addresses as `ss` writes them.
 pub fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
-    std::net::SocketAddr::new(addr, port).to_string()
+    let mut text = String::with_capacity(21);
+    push_endpoint(&mut text, addr, port);
+    text
 }
 
 #[cfg(test)]

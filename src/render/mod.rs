@@ -1,7 +1,7 @@
 //! Renderers turn decoded events into the bytes written to stdout, one file per output format:
 //! the stream's here (text, json, csv), the snapshots' under snapshot/.
 
-mod cells;
+pub(crate) mod cells;
 mod csv;
 mod json;
 mod record;

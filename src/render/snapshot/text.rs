@@ -12,7 +12,7 @@ use super::{age_text, foreign, owner_text, SnapshotRenderer};
 use crate::alerts::Alert;
 use crate::lifetimes::Ending;
 use crate::plural::counted;
-use crate::render::cells::Ipv4Text;
+use crate::render::cells::push_endpoint;
 use crate::report::{endpoint, Grouping, Pattern, Report, ServiceCount};
 use crate::sanitize;
 use crate::services::Service;
@@ -256,21 +256,6 @@ fn write_part(
         out.write_all(&line)?;
     }
     Ok(())
-}
-
-/// `addr:port` as `SocketAddr` shows it (`[v6]:port`), IPv4 without `core::fmt`: two per row,
-/// twice per table, were most of the time a long table took.
-fn push_endpoint(text: &mut String, addr: IpAddr, port: u16) {
-    match addr {
-        IpAddr::V4(v4) => text.push_str(Ipv4Text::new(v4).as_str()),
-        IpAddr::V6(v6) => {
-            use std::fmt::Write as _;
-            // Writing into a String cannot fail.
-            _ = write!(text, "[{v6}]");
-        }
-    }
-    text.push(':');
-    text.push_str(itoa::Buffer::new().format(port));
 }
 
 /// One row's cells, written one after another into one string.
@@ -568,24 +553,6 @@ mod parts_tests {
     use super::*;
     use crate::table::tests::socket;
     use crate::table::ConnTable;
-
-    #[test]
-    fn endpoints_read_as_socket_addresses_do() {
-        for (addr, port) in [
-            ("127.0.0.1", 80),
-            ("0.0.0.0", 0),
-            ("255.255.255.255", 65535),
-            ("10.20.3.4", 5432),
-            ("::1", 443),
-            ("::ffff:192.0.2.1", 8080),
-            ("fe80::1:2", 22),
-        ] {
-            let addr: IpAddr = addr.parse().unwrap();
-            let mut text = String::new();
-            push_endpoint(&mut text, addr, port);
-            assert_eq!(text, std::net::SocketAddr::new(addr, port).to_string());
-        }
-    }
 
     #[test]
     fn a_long_table_written_in_parts_is_whole_in_order_and_aligned_on_every_part() {
