@@ -300,11 +300,14 @@ fn set_port_filters(skel: &crate::skel::TcpstatesSkel<'_>, filters: &Filters) ->
 }
 
 /// Entries of the TIME_WAIT map for the kernel's `tcp_max_tw_buckets` (its text, if readable).
+/// An eighth more than the limit: a namespace at the limit frees its oldest timewait socket
+/// only after it stopped counting it, so the kernel holds one or more past the limit for a
+/// moment, and the map must not refuse the newest.
 fn timewait_entries(max_tw_buckets: Option<String>) -> u32 {
     max_tw_buckets
         .and_then(|text| text.trim().parse::<u64>().ok())
         .map_or(TIMEWAIT_ENTRIES_MIN, |n| {
-            n.clamp(
+            (n + n / 8).clamp(
                 u64::from(TIMEWAIT_ENTRIES_MIN),
                 u64::from(TIMEWAIT_ENTRIES_MAX),
             ) as u32
@@ -317,7 +320,7 @@ mod tests {
 
     #[test]
     fn timewait_map_follows_the_kernel_limit_within_bounds() {
-        assert_eq!(timewait_entries(Some("131072\n".into())), 131_072);
+        assert_eq!(timewait_entries(Some("131072\n".into())), 147_456);
         assert_eq!(timewait_entries(Some("4096\n".into())), 65_536);
         assert_eq!(timewait_entries(Some("8000000\n".into())), 524_288);
         assert_eq!(timewait_entries(Some("garbage".into())), 65_536);
