@@ -55,6 +55,8 @@ pub struct Counters {
     pub misses: RecursionMisses,
     /// Timewait sockets the TIME_WAIT map had no room for; their ends will not be reported.
     pub untracked_timewaits: u64,
+    /// Orphans in FIN_WAIT2 the sweep had no room for: a move to TIME_WAIT shows at their end.
+    pub unwatched_fin_wait2: u64,
 }
 
 /// What is new since the previous reading: losses by reason, and a warning to print once.
@@ -71,6 +73,7 @@ pub struct Losses {
     misses: RecursionMisses,
     untracked_timewaits: u64,
     untracked_warned: bool,
+    unwatched_fin_wait2: u64,
 }
 
 impl Losses {
@@ -78,6 +81,7 @@ impl Losses {
     /// the first time the TIME_WAIT map turned a socket away, what that means.
     pub fn update(&mut self, now: Counters) -> Update {
         self.untracked_timewaits = now.untracked_timewaits;
+        self.unwatched_fin_wait2 = now.unwatched_fin_wait2;
         let warning = self.take_timewait_warning();
         Update {
             lost: self.advance(now.ring_drops, now.misses),
@@ -138,6 +142,13 @@ impl Losses {
                 }
             ));
         }
+        if self.unwatched_fin_wait2 > 0 {
+            text.push_str(&format!(
+                "; {} in FIN_WAIT2 not watched (map full): a move to TIME_WAIT shows at the \
+                 socket's end",
+                counted(self.unwatched_fin_wait2, "orphan")
+            ));
+        }
         text
     }
 }
@@ -155,6 +166,7 @@ mod tests {
                 notices,
             },
             untracked_timewaits: 0,
+            unwatched_fin_wait2: 0,
         }
     }
 
@@ -202,6 +214,21 @@ mod tests {
             losses.describe(),
             "0 lost; 5 TIME_WAIT sockets not tracked (map full): their TIME_WAIT -> CLOSE is not \
              reported"
+        );
+    }
+
+    #[test]
+    fn unwatched_fin_wait2_orphans_are_in_the_totals() {
+        let mut losses = Losses::default();
+        let update = losses.update(Counters {
+            unwatched_fin_wait2: 3,
+            ..Counters::default()
+        });
+        assert_eq!(update.warning, None);
+        assert_eq!(
+            losses.describe(),
+            "0 lost; 3 orphans in FIN_WAIT2 not watched (map full): a move to TIME_WAIT shows at \
+             the socket's end"
         );
     }
 }

@@ -18,6 +18,7 @@ impl Tracer<'_> {
             ring_drops: self.counter(counter_index::LOST_RING)?,
             misses: self.recursion_misses()?,
             untracked_timewaits: self.counter(counter_index::TW_UNTRACKED)?,
+            unwatched_fin_wait2: self.counter(counter_index::FIN_WAIT2_UNWATCHED)?,
         })
     }
 

@@ -21,6 +21,8 @@ use crate::skel::{OpenTcpstatesSkel, TcpstatesSkelBuilder};
 /// Bounds of the TIME_WAIT map's size, which follows the kernel's `tcp_max_tw_buckets`.
 const TIMEWAIT_ENTRIES_MIN: u32 = 65_536;
 const TIMEWAIT_ENTRIES_MAX: u32 = 1 << 19;
+/// The orphans in FIN_WAIT2 the sweep watches: every sweep reads all of the map's buckets.
+const FIN_WAIT2_ENTRIES: u32 = 16_384;
 /// Bounds of the per-socket hash used where tracing programs have no socket storage.
 const SOCKET_ENTRIES_MIN: u32 = 65_536;
 const SOCKET_ENTRIES_MAX: u32 = 1 << 20;
@@ -241,7 +243,7 @@ fn size_maps(
         .set_max_entries(timewait_slots)
         .context("sizing the TIME_WAIT map")?;
     maps.fin_wait2_tws
-        .set_max_entries(timewait_slots)
+        .set_max_entries(if hooks { FIN_WAIT2_ENTRIES } else { 1 })
         .context("sizing the map of FIN_WAIT2 timewait sockets")?;
     let (seed_slots, listener_slots) = if hooks {
         let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok();

@@ -91,15 +91,20 @@ struct {
 /*
  * Timewait sockets reported in FIN_WAIT2 (an orphaned connection whose peer has not closed),
  * for the sweep that sees the peer's FIN move them to TIME_WAIT. A key stays until its socket
- * is freed; the sweep skips the ones that have moved. Sized by user space, as tws.
+ * moves or is freed. Kept small (user space sizes it): the sweep's read of the keys visits
+ * every bucket. A socket it has no room for moves unwatched, and is reported at its end.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536); /* set by user space */
+	__uint(max_entries, 16384); /* set by user space */
 	__type(key, __u64);
 	__type(value, __u8);
 } fin_wait2_tws SEC(".maps");
+
+/* The keys in fin_wait2_tws, by the programs' own inserts and deletes: user space reads the
+ * map only when there are some. */
+__u64 fin_wait2_keys = 0;
 
 /*
  * The owners of the sockets that existed at start, from the task_file walk, written by user

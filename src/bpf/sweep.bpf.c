@@ -6,6 +6,23 @@
  * here. Part of tcpstates.bpf.c.
  */
 
+/* A timewait socket in FIN_WAIT2 is watched by the sweep, if there is room. */
+static __always_inline void watch_fin_wait2(__u64 tw, __u8 substate)
+{
+	long err = bpf_map_update_elem(&fin_wait2_tws, &tw, &substate, BPF_NOEXIST);
+
+	if (!err)
+		__sync_fetch_and_add(&fin_wait2_keys, 1);
+	else if (err != -EEXIST)
+		count(FIN_WAIT2_UNWATCHED);
+}
+
+static __always_inline void unwatch_fin_wait2(__u64 tw)
+{
+	if (!bpf_map_delete_elem(&fin_wait2_tws, &tw))
+		__sync_fetch_and_add(&fin_wait2_keys, -1);
+}
+
 /*
  * The kernel's tick rate (HZ), for the times of timer expiries; 0 until measured. Measured, not
  * read from the kernel's config, which many systems do not ship (libbpf then refuses to load a
@@ -104,7 +121,7 @@ int sweep_fin_wait2(__u64 *ctx)
 				continue;
 			timewait_moved(tw, found, now);
 		}
-		bpf_map_delete_elem(&fin_wait2_tws, &tw);
+		unwatch_fin_wait2(tw);
 	}
 	return 0;
 }

@@ -25,6 +25,10 @@ impl Tracer<'_> {
             return Ok(());
         }
         self.swept.set(Instant::now());
+        // The program runs without sockets too, until it has measured the tick rate.
+        if self.fin_wait2_keys() == 0 && self.tick_rate_known() {
+            return Ok(());
+        }
         // In batches: one call per KEYS_PER_CALL keys, not one per key. A failed batch call
         // ends the read silently (libbpf-rs), as on a kernel without batch operations: an
         // empty read is redone key by key, one call when the map is empty.
@@ -56,5 +60,22 @@ impl Tracer<'_> {
                 .map_err(|err| anyhow!("running the FIN_WAIT2 sweep failed: {err}"))?;
         }
         Ok(())
+    }
+
+    /// The keys of the FIN_WAIT2 map, as the programs count them.
+    fn fin_wait2_keys(&self) -> u64 {
+        self.skel.maps.bss_data.as_deref().map_or(1, |bss| {
+            // SAFETY: an aligned u64 in the mmap'ed global data, which the programs update
+            // atomically; a volatile read sees each update whole.
+            unsafe { std::ptr::read_volatile(&bss.fin_wait2_keys) }
+        })
+    }
+
+    fn tick_rate_known(&self) -> bool {
+        self.skel.maps.bss_data.as_deref().is_some_and(|bss| {
+            // SAFETY: as in fin_wait2_keys; the sweep program writes it once.
+            let hz = unsafe { std::ptr::read_volatile(&bss.hz) };
+            hz != 0
+        })
     }
 }

@@ -49,7 +49,8 @@ enum counter_index {
 	TW_UNTRACKED = 2,   /* timewait sockets the full tws map had no room for */
 	NESTED_FREES = 3,   /* timewait frees on_cache_free_nested took (see timewait.bpf.c) */
 	TW_END_UNSEEN = 4,  /* timewait sockets found freed unseen when their address was reused */
-	COUNTERS = 5,
+	FIN_WAIT2_UNWATCHED = 5, /* timewait sockets in FIN_WAIT2 the full fin_wait2_tws had no room for */
+	COUNTERS = 6,
 };
 
 /* How on_cache_free knows the free of a timewait socket (the rodata knob tw_free_match). */

@@ -107,7 +107,7 @@ static __always_inline bool timewait_freed(__u64 tw)
 	if (!found)
 		return false;
 	if (found->tw_state == TCP_FIN_WAIT2) {
-		bpf_map_delete_elem(&fin_wait2_tws, &tw);
+		unwatch_fin_wait2(tw);
 		/* The peer's FIN came after the last sweep. */
 		if (BPF_CORE_READ(t, tw_substate) == TCP_TIME_WAIT)
 			timewait_moved(tw, found, now);

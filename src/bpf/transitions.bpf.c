@@ -101,13 +101,13 @@ static __always_inline int hand_to_timewait(__u64 tw, const struct sock_info *in
 		/* An earlier timewait socket at this address, whose free no hook saw: its end is
 		 * lost, and counted. */
 		count(TW_END_UNSEEN);
-		bpf_map_delete_elem(&fin_wait2_tws, &tw);
+		unwatch_fin_wait2(tw);
 		err = bpf_map_update_elem(&tws, &tw, &handed, BPF_ANY);
 	}
 	if (err)
 		count(TW_UNTRACKED); /* its end will not be seen */
 	else if (reported == TCP_FIN_WAIT2)
-		bpf_map_update_elem(&fin_wait2_tws, &tw, &substate, BPF_ANY);
+		watch_fin_wait2(tw, substate);
 	return reported;
 }
 
