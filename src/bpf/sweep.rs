@@ -7,7 +7,7 @@ use anyhow::{anyhow, Result};
 use libbpf_rs::{MapCore, MapFlags};
 
 use super::Tracer;
-use crate::skel::types::sweep_limits;
+use crate::skel::types::{self, sweep_limits};
 
 /// How often the FIN_WAIT2 timewait sockets are checked for their peer's FIN: the delay of
 /// their `FIN_WAIT2 -> TIME_WAIT` records (the time in them is the kernel's).
@@ -25,8 +25,11 @@ impl Tracer<'_> {
             return Ok(());
         }
         self.swept.set(Instant::now());
-        // The program runs without sockets too, until it has measured the tick rate.
-        if self.fin_wait2_keys() == 0 && self.tick_rate_known() {
+        // The program runs without sockets too, until it has measured the tick rate. Without
+        // mapped global data (never on the kernels tried), it runs every time.
+        let keys = self.program_global(|g| &g.fin_wait2_keys);
+        let hz = self.program_global(|g| &g.hz);
+        if keys == Some(0) && hz.is_some_and(|hz| hz != 0) {
             return Ok(());
         }
         // In batches: one call per KEYS_PER_CALL keys, not one per key. A failed batch call
@@ -62,20 +65,11 @@ impl Tracer<'_> {
         Ok(())
     }
 
-    /// The keys of the FIN_WAIT2 map, as the programs count them.
-    fn fin_wait2_keys(&self) -> u64 {
-        self.skel.maps.bss_data.as_deref().map_or(1, |bss| {
-            // SAFETY: an aligned u64 in the mmap'ed global data, which the programs update
-            // atomically; a volatile read sees each update whole.
-            unsafe { std::ptr::read_volatile(&bss.fin_wait2_keys) }
-        })
-    }
-
-    fn tick_rate_known(&self) -> bool {
-        self.skel.maps.bss_data.as_deref().is_some_and(|bss| {
-            // SAFETY: as in fin_wait2_keys; the sweep program writes it once.
-            let hz = unsafe { std::ptr::read_volatile(&bss.hz) };
-            hz != 0
-        })
+    /// A counter of the programs' global data (.bss) as they last wrote it, if it is mapped.
+    fn program_global(&self, field: fn(&types::bss) -> &u64) -> Option<u64> {
+        let globals = self.skel.maps.bss_data.as_deref()?;
+        // SAFETY: an aligned u64 in the mmap'ed global data, which the programs write whole
+        // (an atomic add, or a plain store of a u64): a volatile read sees each write whole.
+        Some(unsafe { std::ptr::read_volatile(field(globals)) })
     }
 }
